@@ -1,0 +1,133 @@
+//! picketd: parses the command line, loads the config, sets up logging and
+//! hands over to [`picket_appliance::runtime::run`].
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use picket_appliance::config::{Config, LogFormat, DEFAULT_CONFIG};
+use picket_appliance::runtime::{self, RunOptions, Source};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "picketd",
+    version,
+    about = "Picket's eBPF sensor for Linux gateways"
+)]
+struct Cli {
+    /// Configuration file (TOML). Without it the built-in default is used.
+    #[arg(short, long, global = true)]
+    config: Option<PathBuf>,
+    /// Sigma rule directory, replacing `detection.rules_dirs` (repeatable).
+    #[arg(long, global = true)]
+    rules: Vec<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Watch the live system (needs root); the default.
+    Run,
+    /// Print the default configuration.
+    GenerateConfig,
+    /// Validate a configuration file and exit.
+    CheckConfig,
+    /// Watch the live system and write every normalized event to FILE as JSON lines.
+    Record {
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Feed a recording through detection (no root, no eBPF).
+    Replay {
+        /// A file written by `picketd record`.
+        file: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("picketd: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<std::process::ExitCode> {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Run);
+    if let Command::GenerateConfig = command {
+        print!("{DEFAULT_CONFIG}");
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let mut config = match &cli.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default_config(),
+    };
+    if let Command::CheckConfig = command {
+        println!(
+            "{}: ok",
+            cli.config
+                .as_ref()
+                .map_or("built-in default".into(), |p| p.display().to_string())
+        );
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if !cli.rules.is_empty() {
+        config.rules_dirs.clone_from(&cli.rules);
+    }
+    init_logging(&config);
+    let (source, record) = match command {
+        Command::Record { out } => (Source::Live, Some(out)),
+        Command::Replay { file } => (Source::Replay(file), None),
+        _ => (Source::Live, None),
+    };
+    let opts = RunOptions {
+        source,
+        record,
+        config_path: cli.config.clone(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let report = rt.block_on(async move {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
+            }
+            tracing::info!("shutting down");
+            let _ = tx.send(true);
+        });
+        runtime::run(config, opts, rx).await
+    })?;
+    tracing::info!(
+        events = report.events,
+        alerts = report.alerts,
+        invalid_lines = report.invalid_lines,
+        "done"
+    );
+    Ok(if report.invalid_lines > 0 {
+        std::process::ExitCode::from(1)
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
+    }
+}

@@ -1,0 +1,800 @@
+//! The runtime: modules with a lifecycle, the bus, detection and outputs,
+//! wired from a [`Config`].
+//!
+//! ```text
+//!  modules (sources)          bus                 transforms/sinks
+//!  ┌──────────┐ sensor thread  ┌────────────┐ Block ┌───────────┐  alerts
+//!  │ process  │─┐ (epoll over  │ per-sub-   │──────►│ detection │────────► stdout / file
+//!  │ file     │─┼ rings,       │ scriber    │       └───────────┘
+//!  │ network  │─┤ decode,      │ bounded    │ Drop  ┌───────────┐
+//!  │ syscalls │─┘ enrich)  ───►│ queues     │──────►│ events    │────────► stdout / file
+//!  │ auth     │──────────────► │            │ Drop  ┌───────────┐
+//!  │ fim      │◄──── trigger ──│            │──────►│ fim       │
+//!  └──────────┘                └────────────┘       └───────────┘
+//! ```
+//!
+//! Every module implements [`Module`]: built from its config, then
+//! `start`, `reload` (on SIGHUP, with the re-read config) and `stop`. A
+//! module that fails to start is reported with its cause and the others run
+//! on: missing BTF or a verifier rejection stops only kernel modules.
+
+use crate::bus::{Bus, BusBuilder, Policy};
+use crate::config::{Config, Sink};
+use crate::detect::{self, Alert};
+use crate::event::{Event, Kind};
+use crate::kernel::{self, KernelError, ProbeSettings};
+use crate::sensor::{self, Control, SensorHandles};
+use crate::telemetry::Registry;
+use anyhow::Context as _;
+use picket_probes::ProbeConfig;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use tokio::sync::watch;
+
+/// Where events come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The live kernel (needs root).
+    Live,
+    /// A recording made by `picketd record` (no root, no eBPF).
+    Replay(PathBuf),
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Event source.
+    pub source: Source,
+    /// Write every event here, waiting rather than dropping (`picketd record`).
+    pub record: Option<PathBuf>,
+    /// The config file, re-read on SIGHUP.
+    pub config_path: Option<PathBuf>,
+}
+
+/// What a run did, for tests and the replay summary.
+#[derive(Debug, Default, Clone)]
+pub struct RunReport {
+    /// Events published.
+    pub events: u64,
+    /// Alerts written.
+    pub alerts: u64,
+    /// Replay lines that were not events.
+    pub invalid_lines: u64,
+    /// Modules that failed to start, with the cause.
+    pub failed_modules: Vec<(String, String)>,
+}
+
+/// A module's context.
+#[derive(Debug, Clone)]
+pub struct ModuleContext {
+    /// Publish here.
+    pub bus: Bus,
+    /// The sensor thread, for kernel modules.
+    pub sensor: Option<mpsc::Sender<Control>>,
+    /// Metrics.
+    pub registry: Registry,
+}
+
+/// A module's lifecycle.
+pub trait Module: Send {
+    /// Its name in config and metrics.
+    fn name(&self) -> &'static str;
+    /// Whether the config enables it.
+    fn enabled(&self) -> bool;
+    /// Starts it; returns a line describing what it does.
+    ///
+    /// # Errors
+    /// Why it could not start.
+    fn start(&mut self, ctx: &ModuleContext) -> anyhow::Result<String>;
+    /// Applies a new config (already validated).
+    ///
+    /// # Errors
+    /// Why it could not be applied.
+    fn reload(&mut self, ctx: &ModuleContext, config: &Config) -> anyhow::Result<()>;
+    /// Stops it.
+    fn stop(&mut self, ctx: &ModuleContext);
+}
+
+/// A module whose source is a probe object.
+struct KernelModule {
+    name: &'static str,
+    settings: ProbeSettings,
+    enabled: bool,
+    running: bool,
+}
+
+fn self_interest(config: &Config) -> Vec<(u32, u32)> {
+    if config.ignore_self {
+        vec![(
+            std::process::id(),
+            picket_probes::IGNORE_ALL | picket_probes::INTEREST_CHILDREN,
+        )]
+    } else {
+        Vec::new()
+    }
+}
+
+fn kernel_settings(name: &str, config: &Config) -> (bool, ProbeSettings) {
+    let image_rules = config
+        .ignore_images
+        .iter()
+        .map(|i| {
+            (
+                i.clone(),
+                picket_probes::IGNORE_ALL | picket_probes::INTEREST_CHILDREN,
+            )
+        })
+        .collect();
+    let mut s = ProbeSettings {
+        interest: self_interest(config),
+        image_rules,
+        ..ProbeSettings::default()
+    };
+    let enabled = match name {
+        "process" => {
+            s.ring_buffer_bytes = config.process.ring_buffer_bytes;
+            config.process.enabled
+        }
+        "file" => {
+            s.ring_buffer_bytes = config.file.kernel.ring_buffer_bytes;
+            s.config = ProbeConfig {
+                file_filter: config.file.filter,
+                ..ProbeConfig::default()
+            };
+            s.watch_prefixes.clone_from(&config.file.watch_prefixes);
+            s.ignore_prefixes.clone_from(&config.file.ignore_prefixes);
+            config.file.kernel.enabled
+        }
+        "network" => {
+            s.ring_buffer_bytes = config.network.kernel.ring_buffer_bytes;
+            s.config = ProbeConfig {
+                tcp_state_mask: config.network.tcp_state_mask,
+                ..ProbeConfig::default()
+            };
+            config.network.kernel.enabled
+        }
+        _ => {
+            s.ring_buffer_bytes = config.syscalls.ring_buffer_bytes;
+            config.syscalls.enabled
+        }
+    };
+    (enabled, s)
+}
+
+impl KernelModule {
+    fn new(name: &'static str, config: &Config) -> Self {
+        let (enabled, settings) = kernel_settings(name, config);
+        KernelModule {
+            name,
+            settings,
+            enabled,
+            running: false,
+        }
+    }
+}
+
+impl Module for KernelModule {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+    fn start(&mut self, ctx: &ModuleContext) -> anyhow::Result<String> {
+        let sensor = ctx
+            .sensor
+            .as_ref()
+            .context("no kernel access (BTF or tracefs missing, see above)")?;
+        let (tx, rx) = mpsc::channel();
+        sensor
+            .send(Control::Start(self.name, self.settings.clone(), tx))
+            .map_err(|_| anyhow::anyhow!("sensor thread is gone"))?;
+        let report = rx
+            .recv()
+            .map_err(|_| anyhow::anyhow!("sensor thread is gone"))??;
+        self.running = true;
+        Ok(format!(
+            "{} hooks attached ({}){}",
+            report.attached.len(),
+            report.attached.join(", "),
+            if report.skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; not on this kernel: {}", report.skipped.join(", "))
+            }
+        ))
+    }
+    fn reload(&mut self, ctx: &ModuleContext, config: &Config) -> anyhow::Result<()> {
+        let (enabled, settings) = kernel_settings(self.name, config);
+        self.enabled = enabled;
+        self.settings = settings;
+        if !self.running {
+            return Ok(());
+        }
+        let Some(sensor) = &ctx.sensor else {
+            return Ok(());
+        };
+        let (tx, rx) = mpsc::channel::<Result<(), KernelError>>();
+        sensor
+            .send(Control::Reload(self.name, self.settings.clone(), tx))
+            .map_err(|_| anyhow::anyhow!("sensor thread is gone"))?;
+        rx.recv()
+            .map_err(|_| anyhow::anyhow!("sensor thread is gone"))??;
+        Ok(())
+    }
+    fn stop(&mut self, ctx: &ModuleContext) {
+        if let Some(s) = &ctx.sensor {
+            let _ = s.send(Control::Stop(self.name));
+        }
+        self.running = false;
+    }
+}
+
+/// The auth-log module.
+struct AuthModule {
+    cfg: crate::config::AuthModuleConfig,
+    task: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+}
+
+impl Module for AuthModule {
+    fn name(&self) -> &'static str {
+        "auth"
+    }
+    fn enabled(&self) -> bool {
+        self.cfg.enabled
+    }
+    fn start(&mut self, ctx: &ModuleContext) -> anyhow::Result<String> {
+        let (tx, rx) = watch::channel(false);
+        let h = tokio::spawn(crate::auth::run(self.cfg.clone(), ctx.bus.clone(), rx));
+        self.task = Some((tx, h));
+        Ok(format!(
+            "following {}{}",
+            self.cfg
+                .log_files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.cfg
+                .syslog_socket
+                .as_ref()
+                .map(|s| format!("; syslog socket {}", s.display()))
+                .unwrap_or_default()
+        ))
+    }
+    fn reload(&mut self, ctx: &ModuleContext, config: &Config) -> anyhow::Result<()> {
+        if self.cfg != config.auth {
+            self.stop(ctx);
+            self.cfg = config.auth.clone();
+            if self.cfg.enabled {
+                self.start(ctx)?;
+            }
+        }
+        Ok(())
+    }
+    fn stop(&mut self, _ctx: &ModuleContext) {
+        if let Some((tx, h)) = self.task.take() {
+            let _ = tx.send(true);
+            h.abort();
+        }
+    }
+}
+
+/// The file-integrity module: it subscribes to file events (the trigger)
+/// and publishes changes. The trigger queue outlives a stop, so a reload
+/// can start it again.
+struct FimModule {
+    cfg: crate::config::FimModuleConfig,
+    data_dir: PathBuf,
+    trigger: Option<TriggerQueue>,
+    task: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+}
+
+type TriggerQueue = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Arc<Event>>>>;
+
+impl Module for FimModule {
+    fn name(&self) -> &'static str {
+        "fim"
+    }
+    fn enabled(&self) -> bool {
+        self.cfg.enabled
+    }
+    fn start(&mut self, ctx: &ModuleContext) -> anyhow::Result<String> {
+        let trigger = self.trigger.clone().context("FIM trigger queue missing")?;
+        let (tx, rx) = watch::channel(false);
+        let n = self.cfg.paths.len();
+        let h = tokio::spawn(run_fim(
+            self.cfg.clone(),
+            self.data_dir.clone(),
+            ctx.bus.clone(),
+            trigger,
+            rx,
+        ));
+        self.task = Some((tx, h));
+        Ok(format!("{n} critical paths baselined"))
+    }
+    fn reload(&mut self, ctx: &ModuleContext, config: &Config) -> anyhow::Result<()> {
+        if self.cfg != config.fim {
+            let running = self.task.is_some();
+            self.stop(ctx);
+            self.cfg = config.fim.clone();
+            if running && self.cfg.enabled {
+                self.start(ctx)?;
+            }
+        }
+        Ok(())
+    }
+    fn stop(&mut self, _ctx: &ModuleContext) {
+        if let Some((tx, h)) = self.task.take() {
+            let _ = tx.send(true);
+            h.abort();
+        }
+    }
+}
+
+async fn run_fim(
+    cfg: crate::config::FimModuleConfig,
+    data_dir: PathBuf,
+    bus: Bus,
+    trigger: TriggerQueue,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut trigger = trigger.lock().await;
+    let saved_path = data_dir.join("fim-baseline.json");
+    let mut fim = crate::fim::Fim::new(cfg.paths.clone());
+    let saved = crate::fim::load_baseline(&saved_path);
+    let changes = fim.start(saved);
+    let save = |fim: &crate::fim::Fim| {
+        if let Err(e) = crate::fim::save_baseline(&saved_path, fim.baseline()) {
+            tracing::warn!("FIM: cannot save baseline {}: {e}", saved_path.display());
+        }
+    };
+    save(&fim);
+    for c in changes {
+        bus.publish(c.to_event()).await;
+    }
+    let mut rescan = tokio::time::interval(cfg.rescan_interval);
+    rescan.tick().await;
+    let mut due: Option<tokio::time::Instant> = None;
+    let mut touched: Vec<PathBuf> = Vec::new();
+    loop {
+        let sleep_until = due
+            .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(3600));
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            ev = trigger.recv() => {
+                let Some(ev) = ev else { break };
+                let paths: Vec<&str> = match &ev.kind {
+                    Kind::FileCreate { path } | Kind::FileWrite { path, .. } | Kind::FileDelete { path, .. }
+                    | Kind::FileChmod { path, .. } | Kind::FileChown { path, .. } => vec![path],
+                    Kind::FileRename { from, to } => vec![from, to],
+                    Kind::FileLink { path, .. } => vec![path],
+                    _ => vec![],
+                };
+                for p in paths {
+                    if fim.covers(p) {
+                        touched.push(PathBuf::from(p));
+                        due.get_or_insert_with(|| tokio::time::Instant::now() + cfg.settle);
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(sleep_until), if due.is_some() => {
+                due = None;
+                touched.sort();
+                touched.dedup();
+                let changes = fim.check(Some(&touched));
+                touched.clear();
+                if !changes.is_empty() {
+                    save(&fim);
+                }
+                for c in changes {
+                    bus.publish(c.to_event()).await;
+                }
+            }
+            _ = rescan.tick() => {
+                let changes = fim.check(None);
+                if !changes.is_empty() {
+                    save(&fim);
+                }
+                for c in changes {
+                    bus.publish(c.to_event()).await;
+                }
+            }
+        }
+    }
+}
+
+fn open_sink(sink: &Sink) -> anyhow::Result<Option<Box<dyn Write + Send>>> {
+    Ok(match sink {
+        Sink::None => None,
+        Sink::Stdout => Some(Box::new(std::io::stdout())),
+        Sink::File(p) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("cannot open {}", p.display()))?;
+            Some(Box::new(f))
+        }
+    })
+}
+
+/// Writes JSON lines from a bus queue until it closes.
+fn spawn_writer(
+    name: &'static str,
+    mut rx: tokio::sync::mpsc::Receiver<Arc<Event>>,
+    out: Box<dyn Write + Send>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(format!("picket-{name}"))
+        .spawn(move || {
+            let mut w = std::io::BufWriter::with_capacity(64 * 1024, out);
+            while let Some(ev) = rx.blocking_recv() {
+                let _ = serde_json::to_writer(&mut w, &*ev);
+                let _ = w.write_all(b"\n");
+                if rx.is_empty() {
+                    let _ = w.flush();
+                }
+            }
+            let _ = w.flush();
+        })
+        .expect("spawn writer thread")
+}
+
+/// Runs picketd until `shutdown` is set (or, for a replay, until the
+/// recording is done).
+///
+/// # Errors
+/// Only when nothing can run: an output cannot be opened. Module failures
+/// are logged and reported, not fatal.
+pub async fn run(
+    config: Config,
+    opts: RunOptions,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<RunReport> {
+    let registry = Registry::default();
+    let mut report = RunReport::default();
+    let mut builder = BusBuilder::new(config.bus_capacity);
+    let detect_rx = config
+        .detection
+        .then(|| builder.subscribe("detection", Policy::Block));
+    let record_rx = opts
+        .record
+        .as_ref()
+        .map(|_| builder.subscribe("record", Policy::Block));
+    let events_rx =
+        (config.events != Sink::None).then(|| builder.subscribe("events", Policy::Drop));
+    let live = matches!(opts.source, Source::Live);
+    let fim_rx = (live && config.fim.enabled).then(|| builder.subscribe("fim", Policy::Drop));
+    let bus = builder.build();
+    {
+        let b = bus.clone();
+        registry.gauge(
+            "picket_bus_depth",
+            "events waiting in a subscriber's queue",
+            move |v| {
+                for s in b.subscribers() {
+                    v.push((
+                        crate::telemetry::label("subscriber", s.name),
+                        s.depth as f64,
+                    ));
+                }
+            },
+        );
+        let b = bus.clone();
+        registry.gauge(
+            "picket_bus_delivered_total",
+            "events queued for a subscriber",
+            move |v| {
+                for s in b.subscribers() {
+                    v.push((
+                        crate::telemetry::label("subscriber", s.name),
+                        s.stats.delivered.load(Ordering::Relaxed) as f64,
+                    ));
+                }
+            },
+        );
+        let b = bus.clone();
+        registry.gauge(
+            "picket_bus_dropped_total",
+            "events a drop-policy subscriber lost",
+            move |v| {
+                for s in b.subscribers() {
+                    v.push((
+                        crate::telemetry::label("subscriber", s.name),
+                        s.stats.dropped.load(Ordering::Relaxed) as f64,
+                    ));
+                }
+            },
+        );
+        registry.gauge(
+            "picket_process_resident_memory_bytes",
+            "resident set size of picketd",
+            |v| {
+                v.push((String::new(), crate::telemetry::rss_bytes() as f64));
+            },
+        );
+    }
+
+    // detection: a thread of its own, back-pressuring the bus
+    let alerts_total = registry.counter("picket_alerts_emitted_total", "alerts written", &[]);
+    let detector = match detect_rx {
+        Some(mut rx) => {
+            let loaded = detect::load_rules(&config.rules_dirs, &config.placeholders);
+            for e in &loaded.errors {
+                tracing::warn!("rule not loaded: {e}");
+            }
+            tracing::info!(
+                "detection: {} rules loaded, {} left out",
+                loaded.rules.len(),
+                loaded.errors.len()
+            );
+            let mut out = open_sink(&config.alerts)?;
+            let alerts_total = alerts_total.clone();
+            let rules = loaded.rules;
+            Some(
+                std::thread::Builder::new()
+                    .name("picket-detect".into())
+                    .spawn(move || {
+                        let mut scratch = Vec::new();
+                        let mut alerts: Vec<Alert> = Vec::new();
+                        let mut w = out
+                            .as_mut()
+                            .map(|o| std::io::BufWriter::with_capacity(64 * 1024, o));
+                        while let Some(ev) = rx.blocking_recv() {
+                            detect::evaluate(&rules, &ev, &mut scratch, &mut alerts);
+                            for a in alerts.drain(..) {
+                                alerts_total.fetch_add(1, Ordering::Relaxed);
+                                if let Some(w) = w.as_mut() {
+                                    let _ = serde_json::to_writer(&mut *w, &a);
+                                    let _ = w.write_all(b"\n");
+                                }
+                            }
+                            if rx.is_empty() {
+                                if let Some(w) = w.as_mut() {
+                                    let _ = w.flush();
+                                }
+                            }
+                        }
+                        if let Some(w) = w.as_mut() {
+                            let _ = w.flush();
+                        }
+                    })
+                    .context("spawn detection thread")?,
+            )
+        }
+        None => None,
+    };
+    let mut writers = Vec::new();
+    if let (Some(rx), Some(path)) = (record_rx, &opts.record) {
+        let f = open_sink(&Sink::File(path.clone()))?.context("record file")?;
+        writers.push(spawn_writer("record", rx, f));
+    }
+    if let Some(rx) = events_rx {
+        if let Some(out) = open_sink(&config.events)? {
+            writers.push(spawn_writer("events", rx, out));
+        }
+    }
+
+    // metrics
+    let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(addr) = config.metrics_listen {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => {
+                tracing::info!("metrics on http://{addr}/metrics");
+                tokio::spawn(crate::telemetry::serve(
+                    l,
+                    registry.clone(),
+                    stop_rx.clone(),
+                ));
+            }
+            Err(e) => tracing::error!("metrics: cannot listen on {addr}: {e}"),
+        }
+    }
+
+    let mut sensor_thread = None;
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let mut ctx = ModuleContext {
+        bus: bus.clone(),
+        sensor: None,
+        registry: registry.clone(),
+    };
+    let mut modules: Vec<Box<dyn Module>> = Vec::new();
+
+    match &opts.source {
+        Source::Live => {
+            let any_kernel = config.process.enabled
+                || config.file.kernel.enabled
+                || config.network.kernel.enabled
+                || config.syscalls.enabled;
+            if any_kernel {
+                match start_sensor(&config, &bus, &registry, &stop_flag) {
+                    Ok((tx, h)) => {
+                        ctx.sensor = Some(tx);
+                        sensor_thread = Some(h);
+                    }
+                    Err(e) => tracing::error!("kernel modules cannot run: {e:#}"),
+                }
+            }
+            for name in ["process", "file", "network", "syscalls"] {
+                modules.push(Box::new(KernelModule::new(name, &config)));
+            }
+            modules.push(Box::new(AuthModule {
+                cfg: config.auth.clone(),
+                task: None,
+            }));
+            modules.push(Box::new(FimModule {
+                cfg: config.fim.clone(),
+                data_dir: config.data_dir.clone(),
+                trigger: fim_rx.map(|r| Arc::new(tokio::sync::Mutex::new(r))),
+                task: None,
+            }));
+            if config.fim.enabled || config.auth.syslog_socket.is_some() {
+                if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
+                    tracing::error!("cannot create data_dir {}: {e}", config.data_dir.display());
+                }
+            }
+            for m in &mut modules {
+                if !m.enabled() {
+                    tracing::info!(module = m.name(), "disabled");
+                    continue;
+                }
+                match m.start(&ctx) {
+                    Ok(what) => tracing::info!(module = m.name(), "started: {what}"),
+                    Err(e) => {
+                        tracing::error!(module = m.name(), "failed to start: {e:#}");
+                        report
+                            .failed_modules
+                            .push((m.name().to_owned(), format!("{e:#}")));
+                    }
+                }
+            }
+            wait_for_shutdown(&mut shutdown, &opts, &mut modules, &ctx).await;
+        }
+        Source::Replay(path) => {
+            report.invalid_lines = replay(path, &bus).await?;
+        }
+    }
+
+    // shut down: modules, sensor (detaches every program), then the queues drain
+    for m in &mut modules {
+        m.stop(&ctx);
+    }
+    stop_flag.store(true, Ordering::Relaxed);
+    if let Some(h) = sensor_thread {
+        let _ = tokio::task::spawn_blocking(move || h.join()).await;
+    }
+    report.events = bus.published();
+    drop(ctx);
+    drop(modules);
+    drop(bus);
+    let _ = stop_tx.send(true);
+    if let Some(d) = detector {
+        let _ = tokio::task::spawn_blocking(move || d.join()).await;
+    }
+    for w in writers {
+        let _ = tokio::task::spawn_blocking(move || w.join()).await;
+    }
+    report.alerts = alerts_total.load(Ordering::Relaxed);
+    Ok(report)
+}
+
+type SensorStart = (mpsc::Sender<Control>, std::thread::JoinHandle<()>);
+
+fn start_sensor(
+    config: &Config,
+    bus: &Bus,
+    registry: &Registry,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<SensorStart> {
+    let btf = kernel::load_btf()?;
+    let events =
+        kernel::ensure_tracefs().context("no tracefs: cannot find or mount /sys/kernel/tracing")?;
+    let features = kernel::probe_features(&btf, &events);
+    for (kind, r) in &features.results {
+        match r {
+            Ok(()) => tracing::info!("kernel feature {kind}: available"),
+            Err(e) => tracing::info!("kernel feature {kind}: unavailable ({e}); using tracepoints"),
+        }
+    }
+    tracing::info!(
+        "kernel feature kprobe: {}; probes are tracepoint-based and need neither kprobes nor fentry",
+        if features.kprobes { "available" } else { "unavailable" }
+    );
+    let decoder = crate::decoder::Decoder::new(crate::decoder::PathFilter {
+        enabled: config.file.filter,
+        watch: config.file.watch_prefixes.clone(),
+        ignore: config.file.ignore_prefixes.clone(),
+    });
+    let (tx, rx) = mpsc::channel();
+    let handles = SensorHandles {
+        registry: registry.clone(),
+        stop: stop.clone(),
+    };
+    let bus = bus.clone();
+    let h = std::thread::Builder::new()
+        .name("picket-sensor".into())
+        .spawn(move || {
+            sensor::run(&bus, decoder, &handles, &rx, &btf, &events);
+        })?;
+    Ok((tx, h))
+}
+
+async fn wait_for_shutdown(
+    shutdown: &mut watch::Receiver<bool>,
+    opts: &RunOptions,
+    modules: &mut [Box<dyn Module>],
+    ctx: &ModuleContext,
+) {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        tokio::select! {
+            r = shutdown.changed() => {
+                if r.is_err() || *shutdown.borrow() {
+                    return;
+                }
+            }
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                let Some(path) = &opts.config_path else {
+                    tracing::warn!("SIGHUP: no config file to re-read");
+                    continue;
+                };
+                match Config::load(path) {
+                    Ok(c) => {
+                        for m in modules.iter_mut() {
+                            let was = m.enabled();
+                            if let Err(e) = m.reload(ctx, &c) {
+                                tracing::error!(module = m.name(), "reload failed: {e:#}");
+                            }
+                            match (was, m.enabled()) {
+                                (false, true) => match m.start(ctx) {
+                                    Ok(w) => tracing::info!(module = m.name(), "started: {w}"),
+                                    Err(e) => tracing::error!(module = m.name(), "failed to start: {e:#}"),
+                                },
+                                (true, false) => {
+                                    m.stop(ctx);
+                                    tracing::info!(module = m.name(), "stopped");
+                                }
+                                _ => {}
+                            }
+                        }
+                        tracing::info!("configuration reloaded from {}", path.display());
+                    }
+                    Err(e) => tracing::error!("SIGHUP: keeping the running config: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// Feeds a recording through the bus; returns the number of bad lines
+/// (each logged with its line number and skipped).
+async fn replay(path: &std::path::Path, bus: &Bus) -> anyhow::Result<u64> {
+    use tokio::io::AsyncBufReadExt;
+    let f = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("cannot open recording {}", path.display()))?;
+    let mut lines = tokio::io::BufReader::new(f).lines();
+    let mut n = 0u64;
+    let mut bad = 0u64;
+    while let Some(line) = lines
+        .next_line()
+        .await
+        .with_context(|| format!("reading {}", path.display()))?
+    {
+        n += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Event>(&line) {
+            Ok(ev) => bus.publish(ev).await,
+            Err(e) => {
+                bad += 1;
+                tracing::error!("{}:{n}: not an event: {e}", path.display());
+            }
+        }
+    }
+    Ok(bad)
+}

@@ -1,0 +1,238 @@
+//! The sensor thread: drains every kernel module's ring buffer, decodes,
+//! enriches and publishes.
+//!
+//! One plain OS thread waits on all rings with epoll. On each wake-up it
+//! drains the process module's ring first (so an exec is in the process
+//! cache before the file and network records of the same process are
+//! decoded), then the others. Publishing waits on back-pressured
+//! subscribers, which is how a slow detector turns into counted kernel-side
+//! losses instead of unbounded memory. The thread owns the loaded probes:
+//! module start, stop and reload are messages to it, and when it ends every
+//! program is detached.
+
+use crate::bus::Bus;
+use crate::decoder::{boottime_ns, Decoder};
+use crate::kernel::{KernelError, LoadedProbes, ProbeSettings};
+use crate::telemetry::{Counter, Registry};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+/// A request to the sensor thread.
+#[derive(Debug)]
+pub enum Control {
+    /// Start (load and attach) a module with these settings.
+    Start(
+        &'static str,
+        ProbeSettings,
+        mpsc::Sender<Result<ModuleReport, KernelError>>,
+    ),
+    /// Stop (detach) a module.
+    Stop(&'static str),
+    /// Rewrite a running module's settings maps.
+    Reload(
+        &'static str,
+        ProbeSettings,
+        mpsc::Sender<Result<(), KernelError>>,
+    ),
+}
+
+/// What a module start did.
+#[derive(Debug, Clone)]
+pub struct ModuleReport {
+    /// Hooks attached.
+    pub attached: Vec<String>,
+    /// Hooks skipped (absent on this kernel).
+    pub skipped: Vec<String>,
+}
+
+struct ModuleState {
+    probes: LoadedProbes,
+    published: Counter,
+    invalid: Counter,
+    lost: Arc<AtomicU64>,
+}
+
+/// Shared handles the sensor reports through.
+#[derive(Debug, Clone)]
+pub struct SensorHandles {
+    /// Metric registry.
+    pub registry: Registry,
+    /// Set to stop the thread.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Runs the sensor loop until `handles.stop` is set.
+///
+/// # Panics
+/// Never on input: records that fail to decode are counted and skipped.
+pub fn run(
+    bus: &Bus,
+    mut decoder: Decoder,
+    handles: &SensorHandles,
+    control: &mpsc::Receiver<Control>,
+    btf: &aya::Btf,
+    tracefs_events: &std::path::Path,
+) {
+    // SAFETY: epoll_create1 has no pointer arguments.
+    let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if epfd < 0 {
+        tracing::error!("epoll_create1 failed: {}", std::io::Error::last_os_error());
+        return;
+    }
+    let mut modules: Vec<ModuleState> = Vec::new();
+    let mut events = Vec::with_capacity(256);
+    let mut ready = [libc::epoll_event { events: 0, u64: 0 }; 8];
+    let mut last_housekeeping = std::time::Instant::now();
+    let registry = &handles.registry;
+
+    while !handles.stop.load(Ordering::Relaxed) {
+        while let Ok(c) = control.try_recv() {
+            match c {
+                Control::Start(name, settings, reply) => {
+                    modules.retain(|m| m.probes.module != name);
+                    let Some(obj) = picket_probes::Object::for_module(name) else {
+                        continue;
+                    };
+                    let r = LoadedProbes::load(obj, btf, tracefs_events, &settings).map(|probes| {
+                        let report = ModuleReport {
+                            attached: probes.attached.clone(),
+                            skipped: probes.skipped.clone(),
+                        };
+                        let mut ev = libc::epoll_event {
+                            events: libc::EPOLLIN as u32,
+                            u64: 0,
+                        };
+                        // SAFETY: valid epoll fd, ring fd and event pointer.
+                        unsafe {
+                            libc::epoll_ctl(
+                                epfd,
+                                libc::EPOLL_CTL_ADD,
+                                probes.ring_fd(),
+                                &raw mut ev,
+                            )
+                        };
+                        let lost = Arc::new(AtomicU64::new(0));
+                        let lost_gauge = lost.clone();
+                        registry.gauge(
+                            "picket_kernel_records_lost_total",
+                            "records a probe could not write because its ring buffer was full",
+                            move |v| {
+                                v.push((
+                                    crate::telemetry::label("module", name),
+                                    lost_gauge.load(Ordering::Relaxed) as f64,
+                                ));
+                            },
+                        );
+                        modules.push(ModuleState {
+                            probes,
+                            published: registry.counter(
+                                "picket_events_published_total",
+                                "events a module put on the bus",
+                                &[("module", name)],
+                            ),
+                            invalid: registry.counter(
+                                "picket_records_invalid_total",
+                                "kernel records user space could not decode",
+                                &[("module", name)],
+                            ),
+                            lost,
+                        });
+                        // the process ring is drained first
+                        modules.sort_by_key(|m| m.probes.module != "process");
+                        report
+                    });
+                    let _ = reply.send(r);
+                }
+                Control::Stop(name) => {
+                    if let Some(m) = modules.iter().find(|m| m.probes.module == name) {
+                        // SAFETY: valid epoll fd and ring fd.
+                        unsafe {
+                            libc::epoll_ctl(
+                                epfd,
+                                libc::EPOLL_CTL_DEL,
+                                m.probes.ring_fd(),
+                                std::ptr::null_mut(),
+                            )
+                        };
+                    }
+                    modules.retain(|m| m.probes.module != name);
+                }
+                Control::Reload(name, settings, reply) => {
+                    let r = match modules.iter_mut().find(|m| m.probes.module == name) {
+                        Some(m) => m.probes.reload(&settings),
+                        None => Ok(()),
+                    };
+                    let _ = reply.send(r);
+                }
+            }
+        }
+
+        let timeout_ms = if modules.is_empty() { 50 } else { 100 };
+        // SAFETY: `ready` is a valid buffer of 8 events.
+        let n = unsafe { libc::epoll_wait(epfd, ready.as_mut_ptr(), 8, timeout_ms) };
+        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            tracing::error!("epoll_wait: {}", std::io::Error::last_os_error());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        drain_all(&mut modules, &mut decoder, &mut events, bus);
+
+        if last_housekeeping.elapsed() >= Duration::from_millis(100) {
+            last_housekeeping = std::time::Instant::now();
+            decoder.expire(boottime_ns(), &mut events);
+            publish(bus, &mut events, None);
+            for m in &modules {
+                m.lost.store(m.probes.lost(), Ordering::Relaxed);
+            }
+        }
+    }
+    // what is already in the rings still counts
+    drain_all(&mut modules, &mut decoder, &mut events, bus);
+    for m in &modules {
+        m.lost.store(m.probes.lost(), Ordering::Relaxed);
+    }
+    drop(modules);
+    // SAFETY: closing our own fd.
+    unsafe { libc::close(epfd) };
+}
+
+fn drain_all(
+    modules: &mut [ModuleState],
+    decoder: &mut Decoder,
+    events: &mut Vec<crate::event::Event>,
+    bus: &Bus,
+) {
+    for m in modules.iter_mut() {
+        let name = m.probes.module;
+        let mut batch = 0;
+        let ring = m.probes.ring();
+        while let Some(item) = ring.next() {
+            match picket_probes::decode(&item) {
+                Ok(rec) => decoder.push(name, rec, events),
+                Err(e) => {
+                    m.invalid.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(module = name, "invalid record: {e}");
+                }
+            }
+            drop(item);
+            batch += 1;
+            // bound the latency of other rings under a flood
+            if batch >= 4096 {
+                break;
+            }
+            if events.len() >= 256 {
+                publish(bus, events, Some(&m.published));
+            }
+        }
+        publish(bus, events, Some(&m.published));
+    }
+}
+
+fn publish(bus: &Bus, events: &mut Vec<crate::event::Event>, counter: Option<&Counter>) {
+    if let Some(c) = counter {
+        c.fetch_add(events.len() as u64, Ordering::Relaxed);
+    }
+    for e in events.drain(..) {
+        bus.publish_blocking(e);
+    }
+}
