@@ -13,8 +13,10 @@ if [[ "${1:-}" == "--check" ]]; then
     out=$(mktemp -d)
     trap 'rm -rf "$out"' EXIT
 fi
-for src in src/*.bpf.c; do
+mkdir -p "$out/test"
+for src in src/*.bpf.c test/*.bpf.c; do
     name=$(basename "$src" .c)
+    [[ "$src" == test/* ]] && name="test/$name"
     # -g emits BTF (needed for CO-RE); the DWARF is stripped afterwards.
     # The prefix map keeps the build directory out of the object, so the
     # output is the same on every machine.
@@ -25,9 +27,10 @@ for src in src/*.bpf.c; do
 done
 if [[ "${1:-}" == "--check" ]]; then
     status=0
-    for obj in "$out"/*.o; do
-        if ! cmp -s "$obj" "bpf/$(basename "$obj")"; then
-            echo "probes/bpf/$(basename "$obj") is stale: run probes/build.sh and commit" >&2
+    for obj in "$out"/*.o "$out"/test/*.o; do
+        rel=${obj#"$out"/}
+        if ! cmp -s "$obj" "bpf/$rel"; then
+            echo "probes/bpf/$rel is stale: run probes/build.sh and commit" >&2
             status=1
         fi
     done

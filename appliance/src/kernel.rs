@@ -200,6 +200,50 @@ fn verifier_error(module: &'static str, program: &str, e: ProgramError) -> Kerne
     }
 }
 
+/// Syscalls the `syscalls` module can watch through `raw_syscalls` when
+/// their own tracepoints are missing, with this architecture's numbers.
+#[cfg(target_arch = "x86_64")]
+pub const FALLBACK_SYSCALLS: [(&str, u32); 3] = [
+    ("init_module", 175),
+    ("finit_module", 313),
+    ("delete_module", 176),
+];
+/// Syscalls the `syscalls` module can watch through `raw_syscalls` when
+/// their own tracepoints are missing, with this architecture's numbers.
+#[cfg(target_arch = "aarch64")]
+pub const FALLBACK_SYSCALLS: [(&str, u32); 3] = [
+    ("init_module", 105),
+    ("finit_module", 273),
+    ("delete_module", 106),
+];
+/// Syscalls the `syscalls` module can watch through `raw_syscalls` when
+/// their own tracepoints are missing (none known for this architecture).
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+pub const FALLBACK_SYSCALLS: [(&str, u32); 3] = [
+    ("init_module", 0),
+    ("finit_module", 0),
+    ("delete_module", 0),
+];
+
+/// The fallback syscalls whose tracepoints this kernel lacks (the
+/// `syscalls` module only).
+fn missing_syscalls(tracefs_events: &Path, module: &str) -> Vec<&'static str> {
+    if module != "syscalls" || !tracefs_events.join("raw_syscalls/sys_enter").is_dir() {
+        return Vec::new();
+    }
+    FALLBACK_SYSCALLS
+        .iter()
+        .filter(|(n, nr)| {
+            *nr != 0
+                && !tracefs_events
+                    .join("syscalls")
+                    .join(format!("sys_enter_{n}"))
+                    .is_dir()
+        })
+        .map(|(n, _)| *n)
+        .collect()
+}
+
 /// What a module's probes are told at load and on reload.
 #[derive(Debug, Clone, Default)]
 pub struct ProbeSettings {
@@ -254,6 +298,12 @@ impl LoadedProbes {
         settings: &ProbeSettings,
     ) -> Result<Self, KernelError> {
         let module = object.module;
+        let mut settings = settings.clone();
+        let fallback = missing_syscalls(tracefs_events, module);
+        for (i, (name, nr)) in FALLBACK_SYSCALLS.iter().enumerate() {
+            settings.config.fallback_nr[i] = if fallback.contains(name) { *nr } else { 0 };
+        }
+        let settings = &settings;
         let mut ebpf = EbpfLoader::new()
             .btf(Some(btf))
             .set_max_entries("pk_events", settings.ring_buffer_bytes)
@@ -272,6 +322,11 @@ impl LoadedProbes {
             let Some(hook) = hooks.get(&name).cloned() else {
                 continue;
             };
+            // raw_syscalls fires for every syscall: only where it stands in
+            // for tracepoints this kernel lacks
+            if name.starts_with("pk_fallback_") && fallback.is_empty() {
+                continue;
+            }
             if let Hook::TracePoint(c, n) = &hook {
                 if !tracefs_events.join(c).join(n).is_dir() {
                     skipped.push(hook.to_string());
@@ -301,7 +356,11 @@ impl LoadedProbes {
                 hook: hook.to_string(),
                 reason: e.to_string(),
             })?;
-            attached.push(hook.to_string());
+            if name.starts_with("pk_fallback_") {
+                attached.push(format!("{hook} (fallback for {})", fallback.join(", ")));
+            } else {
+                attached.push(hook.to_string());
+            }
         }
         if attached.is_empty() {
             return Err(KernelError::NoHooks { module });
@@ -343,7 +402,8 @@ impl LoadedProbes {
                 map: "pk_config",
                 reason: "missing".into(),
             })?;
-            let mut cfg: Array<_, [u8; 16]> = Array::try_from(m).map_err(err("pk_config"))?;
+            let mut cfg: Array<_, [u8; picket_probes::CONFIG_SIZE]> =
+                Array::try_from(m).map_err(err("pk_config"))?;
             let mut c = s.config;
             c.image_rules = !s.image_rules.is_empty();
             cfg.set(0, c.to_bytes(), 0).map_err(err("pk_config"))?;

@@ -91,7 +91,7 @@ pub fn run(
             match c {
                 Control::Start(name, settings, reply) => {
                     modules.retain(|m| m.probes.module != name);
-                    let Some(obj) = picket_probes::Object::for_module(name) else {
+                    let Some(obj) = object_for(name) else {
                         continue;
                     };
                     let r = LoadedProbes::load(obj, btf, tracefs_events, &settings).map(|probes| {
@@ -194,6 +194,31 @@ pub fn run(
     drop(modules);
     // SAFETY: closing our own fd.
     unsafe { libc::close(epfd) };
+}
+
+/// The probe object of a module. `PICKET_OBJECT_<MODULE>` names a file to
+/// load instead: the kernel tests use it to prove how a verifier rejection
+/// is reported; an operator can use it to try a rebuilt probe.
+fn object_for(name: &'static str) -> Option<picket_probes::Object> {
+    let var = format!("PICKET_OBJECT_{}", name.to_ascii_uppercase());
+    if let Some(path) = std::env::var_os(&var) {
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                tracing::warn!(
+                    module = name,
+                    "loading probe object {} from {var}",
+                    std::path::Path::new(&path).display()
+                );
+                // loaded once per module start; the leak is bounded by restarts
+                return Some(picket_probes::Object {
+                    module: name,
+                    bytes: Box::leak(bytes.into_boxed_slice()),
+                });
+            }
+            Err(e) => tracing::error!(module = name, "{var}: {e}; using the built-in object"),
+        }
+    }
+    picket_probes::Object::for_module(name)
 }
 
 fn drain_all(

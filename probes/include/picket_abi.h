@@ -264,6 +264,12 @@ struct pk_config {
 	__u32 tcp_state_mask; /* bit n set: report transitions into TCP state n */
 	__u32 file_filter;    /* 1: only report paths under a watched prefix */
 	__u32 image_rules;    /* 1: pk_image_rules has entries; look images up on exec */
+	/* Syscall numbers the raw_syscalls fallback watches, for syscalls whose
+	 * own tracepoints this kernel lacks (0: not watched). */
+	__u32 nr_init_module;
+	__u32 nr_finit_module;
+	__u32 nr_delete_module;
+	__u32 _pad;
 };
 
 /* Key of the LPM tries of watched and ignored path prefixes. */
@@ -282,6 +288,7 @@ struct pk_image_key {
 #define PK_ASSERT_OFFSET(t, f, o) _Static_assert(__builtin_offsetof(t, f) == o, #t "." #f)
 _Static_assert(sizeof(struct pk_header) == PK_HEADER_SIZE, "pk_header size");
 _Static_assert(sizeof(union pk_body) == PK_BODY_SIZE, "pk_body size");
+_Static_assert(sizeof(struct pk_config) == 32, "pk_config size");
 PK_ASSERT_OFFSET(struct pk_header, cgroup_id, 48);
 PK_ASSERT_OFFSET(struct pk_header, comm, 64);
 PK_ASSERT_OFFSET(struct pk_exec, exe_uid, 28);

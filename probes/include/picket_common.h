@@ -225,9 +225,8 @@ static __noinline int pk_resolve_path(struct path *p)
 	for (int i = 0; i < PK_PATH_DEPTH; i++) {
 		struct dentry *parent = BPF_CORE_READ(d, d_parent);
 		struct dentry *mnt_root = BPF_CORE_READ(vmnt, mnt_root);
-		if (d == mnt_root || d == parent) {
-			if (d != mnt_root)
-				break; /* a root that is no mount's root: detached */
+		bool pseudo = d == parent && d != mnt_root;
+		if (d == mnt_root) {
 			struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
 			if (up == mnt)
 				break; /* the namespace root */
@@ -247,6 +246,11 @@ static __noinline int pk_resolve_path(struct path *p)
 		off -= 1;
 		s->path[off & PK_TAIL_MASK] = '/';
 		*voff = off;
+		/* a dentry that is its own parent without being a mount's root
+		 * is a pseudo file (memfd, pipe, socket) or a detached tree: its
+		 * name is all the path there is */
+		if (pseudo)
+			break;
 		d = parent;
 	}
 	__u32 off = *voff & PK_TAIL_MASK;

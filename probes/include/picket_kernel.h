@@ -201,6 +201,18 @@ struct tp_syscall_exit {
 	long ret;
 };
 
+struct tp_raw_sys_enter {
+	struct trace_entry ent;
+	long id;
+	unsigned long args[6];
+};
+
+struct tp_raw_sys_exit {
+	struct trace_entry ent;
+	long id;
+	long ret;
+};
+
 struct tp_sched_process_exec {
 	struct trace_entry ent;
 	__u32 data_loc_filename;

@@ -71,6 +71,9 @@ ops! {
     Connect = 40, Accept = 41, Bind = 42, Listen = 43,
 }
 
+/// Size of `struct pk_config`.
+pub const CONFIG_SIZE: usize = 32;
+
 /// Runtime settings in the `pk_config` map (`struct pk_config`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProbeConfig {
@@ -82,16 +85,22 @@ pub struct ProbeConfig {
     pub file_filter: bool,
     /// The image-rule map has entries.
     pub image_rules: bool,
+    /// Syscall numbers the raw_syscalls fallback watches (0: not watched):
+    /// init_module, finit_module, delete_module.
+    pub fallback_nr: [u32; 3],
 }
 
 impl ProbeConfig {
     /// The bytes of `struct pk_config`.
-    pub fn to_bytes(&self) -> [u8; 16] {
-        let mut b = [0u8; 16];
+    pub fn to_bytes(&self) -> [u8; CONFIG_SIZE] {
+        let mut b = [0u8; CONFIG_SIZE];
         b[0..4].copy_from_slice(&self.flags.to_ne_bytes());
         b[4..8].copy_from_slice(&self.tcp_state_mask.to_ne_bytes());
         b[8..12].copy_from_slice(&u32::from(self.file_filter).to_ne_bytes());
         b[12..16].copy_from_slice(&u32::from(self.image_rules).to_ne_bytes());
+        for (i, nr) in self.fallback_nr.iter().enumerate() {
+            b[16 + 4 * i..20 + 4 * i].copy_from_slice(&nr.to_ne_bytes());
+        }
         b
     }
 }

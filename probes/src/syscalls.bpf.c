@@ -152,8 +152,7 @@ int pk_enter_mount(struct tp_syscall_enter *ctx)
 }
 PK_EXIT_OF(mount)
 
-SEC("tracepoint/syscalls/sys_enter_init_module")
-int pk_enter_init_module(struct tp_syscall_enter *ctx)
+static __always_inline int pk_init_module(void *ctx, unsigned long *args)
 {
 	if (pk_skip_current())
 		return 0;
@@ -161,17 +160,15 @@ int pk_enter_init_module(struct tp_syscall_enter *ctx)
 	if (!r)
 		return 0;
 	r->body.module.op = PK_OP_INIT_MODULE;
-	r->body.module.len = ctx->args[1];
+	r->body.module.len = args[1];
 	/* the image is in user memory; its params string is the only text */
-	__u32 used = pk_put_user_str(r, 0, &r->body.module.name, (void *)ctx->args[2]);
+	__u32 used = pk_put_user_str(r, 0, &r->body.module.name, (void *)args[2]);
 	pk_mark_inflight(r, PK_OP_INIT_MODULE);
 	pk_record_submit(ctx, r, used);
 	return 0;
 }
-PK_EXIT_OF(init_module)
 
-SEC("tracepoint/syscalls/sys_enter_finit_module")
-int pk_enter_finit_module(struct tp_syscall_enter *ctx)
+static __always_inline int pk_finit_module(void *ctx, unsigned long *args)
 {
 	if (pk_skip_current())
 		return 0;
@@ -179,9 +176,9 @@ int pk_enter_finit_module(struct tp_syscall_enter *ctx)
 	if (!r)
 		return 0;
 	r->body.module.op = PK_OP_FINIT_MODULE;
-	r->body.module.flags = ctx->args[2];
+	r->body.module.flags = args[2];
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct file *f = pk_fd_file(task, (int)ctx->args[0]);
+	struct file *f = pk_fd_file(task, (int)args[0]);
 	__u32 used = 0;
 	if (f)
 		used = pk_put_path(r, 0, &r->body.module.name,
@@ -190,10 +187,8 @@ int pk_enter_finit_module(struct tp_syscall_enter *ctx)
 	pk_record_submit(ctx, r, used);
 	return 0;
 }
-PK_EXIT_OF(finit_module)
 
-SEC("tracepoint/syscalls/sys_enter_delete_module")
-int pk_enter_delete_module(struct tp_syscall_enter *ctx)
+static __always_inline int pk_delete_module(void *ctx, unsigned long *args)
 {
 	if (pk_skip_current())
 		return 0;
@@ -201,10 +196,78 @@ int pk_enter_delete_module(struct tp_syscall_enter *ctx)
 	if (!r)
 		return 0;
 	r->body.module.op = PK_OP_DELETE_MODULE;
-	r->body.module.flags = ctx->args[1];
-	__u32 used = pk_put_user_str(r, 0, &r->body.module.name, (void *)ctx->args[0]);
+	r->body.module.flags = args[1];
+	__u32 used = pk_put_user_str(r, 0, &r->body.module.name, (void *)args[0]);
 	pk_mark_inflight(r, PK_OP_DELETE_MODULE);
 	pk_record_submit(ctx, r, used);
 	return 0;
 }
+
+SEC("tracepoint/syscalls/sys_enter_init_module")
+int pk_enter_init_module(struct tp_syscall_enter *ctx)
+{
+	return pk_init_module(ctx, ctx->args);
+}
+PK_EXIT_OF(init_module)
+
+SEC("tracepoint/syscalls/sys_enter_finit_module")
+int pk_enter_finit_module(struct tp_syscall_enter *ctx)
+{
+	return pk_finit_module(ctx, ctx->args);
+}
+PK_EXIT_OF(finit_module)
+
+SEC("tracepoint/syscalls/sys_enter_delete_module")
+int pk_enter_delete_module(struct tp_syscall_enter *ctx)
+{
+	return pk_delete_module(ctx, ctx->args);
+}
 PK_EXIT_OF(delete_module)
+
+/*
+ * Fallback for kernels without the module syscalls' own tracepoints (built
+ * without CONFIG_MODULES, where the syscalls still exist and fail with
+ * ENOSYS): an attempt to load a rootkit is worth reporting even where it
+ * cannot succeed. picketd attaches these only on such kernels, because
+ * raw_syscalls fires for every syscall; the first thing they do is compare
+ * the syscall number.
+ */
+SEC("tracepoint/raw_syscalls/sys_enter")
+int pk_fallback_sys_enter(struct tp_raw_sys_enter *ctx)
+{
+	long id = ctx->id;
+	struct pk_config *cfg = pk_get_config();
+	if (!cfg || id <= 0)
+		return 0;
+	if (id == cfg->nr_init_module)
+		return pk_init_module(ctx, ctx->args);
+	if (id == cfg->nr_finit_module)
+		return pk_finit_module(ctx, ctx->args);
+	if (id == cfg->nr_delete_module)
+		return pk_delete_module(ctx, ctx->args);
+	return 0;
+}
+
+SEC("tracepoint/raw_syscalls/sys_exit")
+int pk_fallback_sys_exit(struct tp_raw_sys_exit *ctx)
+{
+	long id = ctx->id;
+	struct pk_config *cfg = pk_get_config();
+	if (!cfg || id <= 0)
+		return 0;
+	if (id != cfg->nr_init_module && id != cfg->nr_finit_module && id != cfg->nr_delete_module)
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u32 *op = bpf_map_lookup_elem(&pk_sys_inflight, &tid);
+	if (!op)
+		return 0;
+	__u32 o = *op;
+	bpf_map_delete_elem(&pk_sys_inflight, &tid);
+	struct pk_record *r = pk_record_begin(PK_SYS_EXIT);
+	if (!r)
+		return 0;
+	r->body.sys_exit.op = o;
+	r->body.sys_exit.ret = ctx->ret;
+	pk_record_submit(ctx, r, 0);
+	return 0;
+}

@@ -16,6 +16,9 @@ pub struct EngineConfig {
     /// Field renames applied to rules at load time, for rules whose logsource
     /// matches. All matching mappings apply, later ones winning.
     pub field_mappings: Vec<FieldMapping>,
+    /// Skip the literal prefilter and evaluate every routed rule on every
+    /// event. Results are the same; this exists to test exactly that.
+    pub no_prefilter: bool,
 }
 
 impl EngineConfig {

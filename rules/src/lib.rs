@@ -78,6 +78,7 @@ pub mod attack;
 mod cidr;
 mod condition;
 mod config;
+pub mod correlation;
 mod error;
 mod event;
 mod matcher;
@@ -90,6 +91,7 @@ pub mod windows;
 
 pub use attack::Tactic;
 pub use config::{EngineConfig, FieldMapping};
+pub use correlation::{CorrelationLimits, CorrelationMatch, CorrelationStats, CorrelationType, Correlator};
 pub use error::{ErrorKind, LoadError, Place, RuleError};
 pub use event::{Event, Value};
 pub use rule::{Level, RuleInfo, RuleLogSource, Status};

@@ -455,7 +455,8 @@ pub(crate) struct Scratch {
     keyword_raw: String,
     keyword_folded: String,
     keyword_spans: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
-    pub(crate) candidates: Vec<u32>,
+    /// Bitset of the route's rules to evaluate for this event.
+    pub(crate) candidates: Vec<u64>,
 }
 
 impl Scratch {
@@ -503,6 +504,16 @@ impl Ctx<'_> {
             }
         }
         slot
+    }
+
+    /// Calls `f` with the folded text of each value of a field.
+    pub(crate) fn for_each_folded(&mut self, id: FieldId, f: &mut dyn FnMut(&str)) {
+        let slot = self.slot(id);
+        for s in slot.values() {
+            if s.kind != Kind::Null {
+                f(&s.folded);
+            }
+        }
     }
 
     /// Evaluates one item.

@@ -196,11 +196,14 @@ pub(crate) struct CompiledRule {
     /// Detections that occur in the condition under an even number of `not`:
     /// their matching items are the "fields that matched" of an alert.
     positive: Vec<bool>,
+    /// Filter rules applied to this rule: each one's condition must also
+    /// hold (pySigma's meaning, see the crate docs).
+    pub(crate) filters: Vec<Arc<CompiledRule>>,
 }
 
 impl CompiledRule {
     pub(crate) fn matches(&self, ctx: &mut Ctx<'_>) -> bool {
-        self.node(&self.cond, ctx)
+        self.node(&self.cond, ctx) && self.filters.iter().all(|f| f.node(&f.cond, ctx))
     }
 
     fn node(&self, n: &Node, ctx: &mut Ctx<'_>) -> bool {
@@ -441,6 +444,16 @@ pub(crate) fn compile(
             ErrorKind::Missing("detection"),
         ));
     };
+    compile_detection(detection, info, cfg, fields)
+}
+
+/// Compiles a detection map (identifiers and `condition`).
+pub(crate) fn compile_detection(
+    detection: &yaml_rust2::yaml::Hash,
+    info: RuleInfo,
+    cfg: &EngineConfig,
+    fields: &mut FieldTable,
+) -> Result<CompiledRule, (Place, ErrorKind)> {
     let mapping = cfg.mapping_for(&info.logsource);
     let mut c = Compiler {
         cfg,
@@ -497,6 +510,7 @@ pub(crate) fn compile(
         dets,
         cond,
         positive,
+        filters: Vec::new(),
     })
 }
 

@@ -1,17 +1,21 @@
 //! Loading a rule set, routing events to rules by logsource, evaluating.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use aho_corasick::AhoCorasick;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::config::EngineConfig;
+use crate::correlation::{self, CorrelationDef, CorrelationLimits, Correlator};
 use crate::error::{ErrorKind, LoadError, Place, RuleError};
 use crate::event::Event;
-use crate::matcher::{Ctx, Scratch};
-use crate::rule::{self, CompiledRule, FieldTable, RuleInfo, RuleLogSource};
+use crate::matcher::{Ctx, FieldId, Scratch};
+use crate::rule::{self, CompiledRule, FieldTable, Gate, RuleInfo, RuleLogSource};
 
 /// Where an event comes from. A rule sees an event only if each of the
 /// rule's `product`, `category` and `service` that is set equals the event's.
@@ -77,7 +81,7 @@ const NONE: u32 = u32::MAX;
 
 /// A compiled, immutable set of rules. Share it between threads with `Arc`;
 /// evaluation takes `&self`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RuleSet {
     rules: Vec<CompiledRule>,
     fields: FieldTable,
@@ -85,6 +89,58 @@ pub struct RuleSet {
     names: HashMap<Box<str>, u32>,
     /// (product, category, service) of rules → rule indices.
     index: HashMap<[u32; 3], Vec<u32>>,
+    /// Each rule's prefilter gate (see [`Route`]).
+    gates: Vec<Option<Gate>>,
+    /// Correlation rules, evaluated by a [`Correlator`].
+    correlations: Vec<Arc<CorrelationDef>>,
+    /// Routes built so far, keyed by interned logsources (names the set
+    /// does not know collapse into one id, so the cache stays bounded).
+    routes: RwLock<HashMap<Vec<[u32; 3]>, Arc<Route>>>,
+    /// Identifies the set a [`Route`] was built for.
+    id: u64,
+}
+
+static NEXT_SET_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The rules an event of some logsource(s) is evaluated against, with a
+/// prefilter: for every rule with a necessary literal condition ("the folded
+/// `CommandLine` contains one of `/dev/tcp/`, ..."), one Aho-Corasick
+/// automaton per field finds in one pass which rules can possibly match;
+/// only those, and the rules without such a condition, are evaluated.
+///
+/// [`RuleSet::evaluate`] builds and caches routes itself; a caller with a
+/// fixed logsource can hold one from [`RuleSet::route`] and call
+/// [`RuleSet::evaluate_route`] to skip the cache lookup.
+#[derive(Debug)]
+pub struct Route {
+    set_id: u64,
+    rules: Vec<u32>,
+    /// Bit per position in `rules`: evaluated whatever the prefilter says.
+    ungated: Vec<u64>,
+    gates: Vec<FieldGate>,
+}
+
+impl Route {
+    /// The number of rules on this route.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether no rule applies.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+#[derive(Debug)]
+struct FieldGate {
+    /// `None`: the keyword text (all values of the event).
+    field: Option<FieldId>,
+    ac: AhoCorasick,
+    /// Per automaton pattern, the positions (in `Route::rules`) it unlocks.
+    unlocks: Vec<Vec<u32>>,
 }
 
 thread_local! {
@@ -144,6 +200,17 @@ impl RuleSet {
         self.rules.is_empty()
     }
 
+    /// A correlator for this set's correlation rules (one per event stream).
+    #[must_use]
+    pub fn correlator(&self, limits: CorrelationLimits) -> Correlator {
+        Correlator::new(self.correlations.clone(), limits)
+    }
+
+    /// The correlation rules' metadata.
+    pub fn correlation_rules(&self) -> impl Iterator<Item = &Arc<RuleInfo>> {
+        self.correlations.iter().map(|c| &c.info)
+    }
+
     /// The rules' metadata.
     pub fn rules(&self) -> impl Iterator<Item = &Arc<RuleInfo>> {
         self.rules.iter().map(|r| &r.info)
@@ -188,37 +255,147 @@ impl RuleSet {
         scratch: &mut Scratch,
         out: &mut Vec<Match>,
     ) -> usize {
-        scratch.next_event(self.fields.names.len());
-        let mut candidates = std::mem::take(&mut scratch.candidates);
-        candidates.clear();
-        for src in sources {
-            self.route_into(src, &mut candidates);
+        let route = self.route(sources);
+        self.run_route(&route, event, scratch, out)
+    }
+
+    /// The route (rules and prefilter) for events of `sources`, built once
+    /// and cached.
+    pub fn route(&self, sources: &[LogSource]) -> Arc<Route> {
+        let key: Vec<[u32; 3]> = sources.iter().map(|s| self.key(s)).collect();
+        if let Some(r) = self.routes.read().unwrap_or_else(PoisonError::into_inner).get(&key) {
+            return Arc::clone(r);
         }
-        if sources.len() > 1 {
-            candidates.sort_unstable();
-            candidates.dedup();
+        let route = Arc::new(self.build_route(sources));
+        Arc::clone(
+            self.routes
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(key)
+                .or_insert(route),
+        )
+    }
+
+    /// Evaluates the rules of a route from [`RuleSet::route`] (a route of
+    /// another set matches nothing).
+    pub fn evaluate_route<E: Event + ?Sized>(
+        &self,
+        route: &Route,
+        event: &E,
+        out: &mut Vec<Match>,
+    ) -> usize {
+        if route.set_id != self.id {
+            return 0;
         }
-        let mut ctx = Ctx {
-            event,
-            names: &self.fields.names,
-            scratch,
+        let event: &dyn Event = &event;
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => self.run_route(route, event, &mut scratch, out),
+            Err(_) => self.run_route(route, event, &mut Scratch::default(), out),
+        })
+    }
+
+    fn key(&self, src: &LogSource) -> [u32; 3] {
+        let id = |v: &Option<String>| match v {
+            None => NONE,
+            Some(s) => self.names.get(s.as_str()).copied().unwrap_or(NONE - 1),
         };
-        let before = out.len();
-        for &i in &candidates {
-            let rule = &self.rules[i as usize];
-            if rule.matches(&mut ctx) {
-                let mut fields = Vec::new();
-                rule.matched_fields(&mut ctx, &mut fields);
-                out.push(Match {
-                    rule: Arc::clone(&rule.info),
-                    fields: fields
-                        .into_iter()
-                        .map(|(name, value)| MatchedField { name, value })
-                        .collect(),
-                });
+        [id(&src.product), id(&src.category), id(&src.service)]
+    }
+
+    fn build_route(&self, sources: &[LogSource]) -> Route {
+        let mut rules = Vec::new();
+        for src in sources {
+            self.route_into(src, &mut rules);
+        }
+        rules.sort_unstable();
+        rules.dedup();
+        let mut ungated = vec![0u64; rules.len().div_ceil(64)];
+        // Per field: literal → automaton pattern, the literals, and the rule
+        // positions each pattern unlocks.
+        type Patterns = (HashMap<String, usize>, Vec<String>, Vec<Vec<u32>>);
+        let mut per_field: HashMap<Option<FieldId>, Patterns> = HashMap::new();
+        for (pos, &r) in rules.iter().enumerate() {
+            let pos32 = u32::try_from(pos).expect("fewer than 2^32 rules");
+            match &self.gates[r as usize] {
+                None => ungated[pos / 64] |= 1 << (pos % 64),
+                Some(gate) => {
+                    for (field, lit) in gate {
+                        let (ids, lits, unlocks) = per_field.entry(*field).or_default();
+                        let idx = *ids.entry(lit.clone()).or_insert_with(|| {
+                            lits.push(lit.clone());
+                            unlocks.push(Vec::new());
+                            lits.len() - 1
+                        });
+                        if unlocks[idx].last() != Some(&pos32) {
+                            unlocks[idx].push(pos32);
+                        }
+                    }
+                }
             }
         }
-        ctx.scratch.candidates = candidates;
+        let mut fields: Vec<_> = per_field.into_iter().collect();
+        fields.sort_by_key(|(f, _)| f.map_or(-1, i64::from));
+        let mut gates = Vec::new();
+        for (field, (_, lits, unlocks)) in fields {
+            match AhoCorasick::new(&lits) {
+                Ok(ac) => gates.push(FieldGate { field, ac, unlocks }),
+                Err(_) => {
+                    // No automaton: evaluate those rules unconditionally.
+                    for p in unlocks.into_iter().flatten() {
+                        ungated[p as usize / 64] |= 1 << (p % 64);
+                    }
+                }
+            }
+        }
+        Route { set_id: self.id, rules, ungated, gates }
+    }
+
+    fn run_route(
+        &self,
+        route: &Route,
+        event: &dyn Event,
+        scratch: &mut Scratch,
+        out: &mut Vec<Match>,
+    ) -> usize {
+        scratch.next_event(self.fields.names.len());
+        let mut bits = std::mem::take(&mut scratch.candidates);
+        bits.clear();
+        bits.extend_from_slice(&route.ungated);
+        let mut ctx = Ctx { event, names: &self.fields.names, scratch };
+        for gate in &route.gates {
+            let mut unlock = |text: &str| {
+                for m in gate.ac.find_overlapping_iter(text) {
+                    for &p in &gate.unlocks[m.pattern().as_usize()] {
+                        bits[p as usize / 64] |= 1 << (p % 64);
+                    }
+                }
+            };
+            match gate.field {
+                Some(f) => ctx.for_each_folded(f, &mut unlock),
+                None => unlock(ctx.keyword_text()),
+            }
+        }
+        let before = out.len();
+        for (w, &word) in bits.iter().enumerate() {
+            let mut word = word;
+            while word != 0 {
+                let bit = word.trailing_zeros() as usize;
+                word &= word - 1;
+                let rule = &self.rules[route.rules[w * 64 + bit] as usize];
+                if rule.matches(&mut ctx) {
+                    let mut fields = Vec::new();
+                    rule.matched_fields(&mut ctx, &mut fields);
+                    out.push(Match {
+                        rule: Arc::clone(&rule.info),
+                        fields: fields
+                            .into_iter()
+                            .map(|(name, value)| MatchedField { name, value })
+                            .collect(),
+                    });
+                }
+            }
+        }
+        ctx.scratch.candidates = bits;
         out.len() - before
     }
 
@@ -280,6 +457,9 @@ struct Builder<'a> {
     rules: Vec<CompiledRule>,
     fields: FieldTable,
     errors: Vec<RuleError>,
+    /// Filter and correlation documents, resolved once every rule is in.
+    filters: Vec<(PathBuf, yaml_rust2::yaml::Hash)>,
+    correlations: Vec<(PathBuf, yaml_rust2::yaml::Hash)>,
 }
 
 impl<'a> Builder<'a> {
@@ -289,6 +469,8 @@ impl<'a> Builder<'a> {
             rules: Vec::new(),
             fields: FieldTable::default(),
             errors: Vec::new(),
+            filters: Vec::new(),
+            correlations: Vec::new(),
         }
     }
 
@@ -362,21 +544,11 @@ impl<'a> Builder<'a> {
 
     fn add_doc(&mut self, path: &Path, doc: &yaml_rust2::yaml::Hash) {
         if rule::get(doc, "correlation").is_some() {
-            self.error(
-                path,
-                Some(doc),
-                Place::Correlation,
-                ErrorKind::Unsupported("correlation rules are not evaluated yet".into()),
-            );
+            self.correlations.push((path.to_path_buf(), doc.clone()));
             return;
         }
         if rule::get(doc, "filter").is_some() && rule::get(doc, "detection").is_none() {
-            self.error(
-                path,
-                Some(doc),
-                Place::Filter,
-                ErrorKind::Unsupported("filter rules are not evaluated yet".into()),
-            );
+            self.filters.push((path.to_path_buf(), doc.clone()));
             return;
         }
         let info = match rule::parse_info(doc, path) {
@@ -389,7 +561,90 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn finish(self) -> Loaded {
+    /// Filter rules (Sigma filters specification): the filter's condition is
+    /// ANDed to the condition of each rule it names (all rules of its
+    /// logsource when it names none), as pySigma does. See the crate docs
+    /// for why this reading and not the specification example's.
+    fn resolve_filters(&mut self) {
+        for (path, doc) in std::mem::take(&mut self.filters) {
+            let info = match rule::parse_info(&doc, &path) {
+                Ok(i) => i,
+                Err((place, kind)) => {
+                    self.error(&path, Some(&doc), place, kind);
+                    continue;
+                }
+            };
+            let Some(yaml_rust2::Yaml::Hash(filter)) = rule::get(&doc, "filter") else {
+                self.error(&path, Some(&doc), Place::Filter, ErrorKind::BadValue("`filter` must be a map".into()));
+                continue;
+            };
+            let targets: Vec<String> = match rule::get(filter, "rules") {
+                Some(yaml_rust2::Yaml::Array(v)) => v.iter().filter_map(rule::yaml_str).collect(),
+                Some(other) => rule::yaml_str(other).into_iter().collect(),
+                None => Vec::new(),
+            };
+            let mut detection = filter.clone();
+            detection.remove(&yaml_rust2::Yaml::String("rules".into()));
+            let ls = info.logsource.clone();
+            let compiled = match rule::compile_detection(&detection, info, self.config, &mut self.fields) {
+                Ok(c) => Arc::new(c),
+                Err((_, kind)) => {
+                    self.error(&path, Some(&doc), Place::Filter, kind);
+                    continue;
+                }
+            };
+            let known = |r: &CompiledRule, t: &str| r.info.id.as_deref() == Some(t) || r.info.name.as_deref() == Some(t);
+            if let Some(missing) = targets.iter().find(|t| !self.rules.iter().any(|r| known(r, t))) {
+                let kind = ErrorKind::UnknownReference(missing.clone());
+                self.error(&path, Some(&doc), Place::Filter, kind);
+                continue;
+            }
+            for r in &mut self.rules {
+                let named = targets.is_empty() || targets.iter().any(|t| known(r, t));
+                if named && logsource_covers(&ls, &r.info.logsource) {
+                    r.filters.push(Arc::clone(&compiled));
+                }
+            }
+        }
+    }
+
+    fn resolve_correlations(&mut self) -> Vec<Arc<CorrelationDef>> {
+        let mut defs = Vec::new();
+        for (path, doc) in std::mem::take(&mut self.correlations) {
+            let info = match rule::parse_info(&doc, &path) {
+                Ok(i) => i,
+                Err((place, kind)) => {
+                    self.error(&path, Some(&doc), place, kind);
+                    continue;
+                }
+            };
+            match correlation::parse(&doc, info) {
+                Ok(def) => defs.push((path, doc, def)),
+                Err(kind) => self.error(&path, Some(&doc), Place::Correlation, kind),
+            }
+        }
+        let mut known: HashSet<String> = HashSet::new();
+        for r in &self.rules {
+            known.extend(r.info.id.iter().chain(r.info.name.iter()).cloned());
+        }
+        for (_, _, d) in &defs {
+            known.extend(d.info.id.iter().chain(d.info.name.iter()).cloned());
+        }
+        let mut out = Vec::new();
+        for (path, doc, def) in defs {
+            if let Some(missing) = def.rules.iter().find(|r| !known.contains(*r)) {
+                let kind = ErrorKind::UnknownReference(missing.clone());
+                self.error(&path, Some(&doc), Place::Correlation, kind);
+                continue;
+            }
+            out.push(Arc::new(def));
+        }
+        out
+    }
+
+    fn finish(mut self) -> Loaded {
+        self.resolve_filters();
+        let correlations = self.resolve_correlations();
         let mut names: HashMap<Box<str>, u32> = HashMap::new();
         let mut intern = |s: &Option<String>| -> u32 {
             match s {
@@ -399,6 +654,11 @@ impl<'a> Builder<'a> {
                     *names.entry(s.as_str().into()).or_insert(next)
                 }
             }
+        };
+        let gates = if self.config.no_prefilter {
+            vec![None; self.rules.len()]
+        } else {
+            self.rules.iter().map(CompiledRule::gate).collect()
         };
         let mut index: HashMap<[u32; 3], Vec<u32>> = HashMap::new();
         for (i, r) in self.rules.iter().enumerate() {
@@ -419,10 +679,21 @@ impl<'a> Builder<'a> {
                 fields: self.fields,
                 names,
                 index,
+                gates,
+                correlations,
+                routes: RwLock::new(HashMap::new()),
+                id: NEXT_SET_ID.fetch_add(1, Ordering::Relaxed),
             },
             errors: self.errors,
         }
     }
+}
+
+/// Whether a filter of logsource `filter` applies to a rule of logsource
+/// `rule`: every field the filter sets is the rule's.
+fn logsource_covers(filter: &RuleLogSource, rule: &RuleLogSource) -> bool {
+    let ok = |f: &Option<String>, r: &Option<String>| f.is_none() || f == r;
+    ok(&filter.product, &rule.product) && ok(&filter.category, &rule.category) && ok(&filter.service, &rule.service)
 }
 
 /// Deep merge for `action: global`: maps merge key by key, anything else in
