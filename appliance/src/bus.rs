@@ -141,10 +141,36 @@ impl Bus {
         self.published.load(Ordering::Relaxed)
     }
 
+    /// A handle for metrics that does not keep the bus open: queues close
+    /// (and their consumers finish) when the last [`Bus`] is dropped, even
+    /// while a metrics gauge still holds this.
+    pub fn stats(&self) -> BusStats {
+        BusStats(Arc::downgrade(&self.inner))
+    }
+
     /// Per-subscriber depth and counters.
     pub fn subscribers(&self) -> Vec<SubscriberInfo> {
-        self.inner
-            .iter()
+        subscriber_info(&self.inner)
+    }
+}
+
+/// See [`Bus::stats`].
+#[derive(Debug, Clone)]
+pub struct BusStats(std::sync::Weak<Vec<Subscriber>>);
+
+impl BusStats {
+    /// Per-subscriber depth and counters; empty once the bus is gone.
+    pub fn subscribers(&self) -> Vec<SubscriberInfo> {
+        self.0
+            .upgrade()
+            .map(|s| subscriber_info(&s))
+            .unwrap_or_default()
+    }
+}
+
+fn subscriber_info(subs: &[Subscriber]) -> Vec<SubscriberInfo> {
+    {
+        subs.iter()
             .map(|s| SubscriberInfo {
                 name: s.name,
                 depth: s.capacity - s.tx.capacity(),

@@ -470,7 +470,7 @@ pub async fn run(
     let fim_rx = (live && config.fim.enabled).then(|| builder.subscribe("fim", Policy::Drop));
     let bus = builder.build();
     {
-        let b = bus.clone();
+        let b = bus.stats();
         registry.gauge(
             "picket_bus_depth",
             "events waiting in a subscriber's queue",
@@ -483,7 +483,7 @@ pub async fn run(
                 }
             },
         );
-        let b = bus.clone();
+        let b = bus.stats();
         registry.gauge(
             "picket_bus_delivered_total",
             "events queued for a subscriber",
@@ -496,7 +496,7 @@ pub async fn run(
                 }
             },
         );
-        let b = bus.clone();
+        let b = bus.stats();
         registry.gauge(
             "picket_bus_dropped_total",
             "events a drop-policy subscriber lost",

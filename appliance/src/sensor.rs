@@ -182,7 +182,16 @@ pub fn run(
             decoder.expire(boottime_ns(), &mut events);
             publish(bus, &mut events, None);
             for m in &modules {
-                m.lost.store(m.probes.lost(), Ordering::Relaxed);
+                let now = m.probes.lost();
+                let before = m.lost.swap(now, Ordering::Relaxed);
+                if now > before {
+                    tracing::warn!(
+                        module = m.probes.module,
+                        lost = now - before,
+                        total = now,
+                        "kernel ring buffer full: records lost (raise ring_buffer_bytes, or filter more)"
+                    );
+                }
             }
         }
     }

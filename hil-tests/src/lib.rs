@@ -11,6 +11,12 @@
 //! harness skips destructors.
 //!
 //! These tests need root and a BPF-capable kernel; `.ci/test` runs them.
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::missing_panics_doc,
+    reason = "a test harness: failing loudly with the cause is its job"
+)]
 
 use serde_json::Value;
 use std::io::Read;
@@ -69,10 +75,13 @@ pub struct Picketd {
     waiter: Option<std::sync::Mutex<mpsc::Receiver<std::process::ExitStatus>>>,
 }
 
+/// A change to the test config (the table, and the scratch directory).
+pub type ConfigEdit = Box<dyn FnOnce(&mut toml::Table, &Path)>;
+
 /// Options for [`Picketd::start`].
 pub struct Options {
     /// Edits the config (a TOML table parsed from the default).
-    pub edit: Box<dyn FnOnce(&mut toml::Table, &Path)>,
+    pub edit: ConfigEdit,
     /// Extra environment.
     pub env: Vec<(String, String)>,
     /// Modules expected to report a start or a failure before tests run.

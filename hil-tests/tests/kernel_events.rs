@@ -2,6 +2,11 @@
 //! performs the real action and asserts the exact fields of the event. One
 //! picketd serves all tests of this file; each test filters to its own
 //! processes, ports and paths.
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code: a failure must stop the test with its cause"
+)]
 
 use picket_hil_tests::{pid_of, set, ty, Options, Picketd};
 use serde_json::{json, Value};
