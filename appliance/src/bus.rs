@@ -6,18 +6,30 @@
 //!   so a slow detector slows the sensor thread, the kernel ring buffers fill
 //!   and the kernel counts what it could not write: loss is explicit and
 //!   counted at exactly one place, never silent.
-//! - [`Policy::Drop`]: the event is dropped for this subscriber only and its
-//!   drop counter goes up (outputs and recorders that must not stall
+//! - [`Policy::Drop`]: the events are dropped for this subscriber only and
+//!   its drop counter goes up (outputs and recorders that must not stall
 //!   detection).
+//!
+//! Events travel in batches (one per ring drain, at most [`MAX_BATCH`]
+//! events), so a burst costs one queue operation and at most one thread
+//! wake-up per batch rather than per event. Queues are sized in events:
+//! a subscriber holds at most `capacity` events (rounded up to whole
+//! batches), and depth, deliveries and drops are counted in events.
 //!
 //! Pulsar shares one 1,000-event broadcast channel between all modules and
 //! logs a warning when a receiver lags; here each subscriber's depth,
 //! deliveries and drops are separate metrics.
 
 use crate::event::Event;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
+
+/// Most events in one batch.
+pub const MAX_BATCH: usize = 64;
+
+/// A batch of events, shared by all subscribers.
+pub type Batch = Arc<Vec<Event>>;
 
 /// What a full subscriber queue does to the publisher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,22 +40,56 @@ pub enum Policy {
     Drop,
 }
 
-/// Counters of one subscriber.
+/// Counters of one subscriber, in events.
 #[derive(Debug, Default)]
 pub struct SubscriberStats {
     /// Events queued for it.
     pub delivered: AtomicU64,
     /// Events dropped because its queue was full.
     pub dropped: AtomicU64,
+    /// Events waiting in its queue.
+    pub depth: AtomicUsize,
 }
 
 #[derive(Debug)]
 struct Subscriber {
     name: &'static str,
     policy: Policy,
-    tx: mpsc::Sender<Arc<Event>>,
+    tx: mpsc::Sender<Batch>,
     stats: Arc<SubscriberStats>,
-    capacity: usize,
+}
+
+/// The receiving side of one subscriber.
+#[derive(Debug)]
+pub struct Subscription {
+    rx: mpsc::Receiver<Batch>,
+    stats: Arc<SubscriberStats>,
+}
+
+impl Subscription {
+    fn took(&self, b: Option<Batch>) -> Option<Batch> {
+        if let Some(b) = &b {
+            self.stats.depth.fetch_sub(b.len(), Ordering::Relaxed);
+        }
+        b
+    }
+
+    /// The next batch; `None` once every publisher is gone.
+    pub async fn recv(&mut self) -> Option<Batch> {
+        let b = self.rx.recv().await;
+        self.took(b)
+    }
+
+    /// The next batch, from a plain thread.
+    pub fn blocking_recv(&mut self) -> Option<Batch> {
+        let b = self.rx.blocking_recv();
+        self.took(b)
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
 }
 
 /// A subscriber's view for metrics.
@@ -51,8 +97,6 @@ struct Subscriber {
 pub struct SubscriberInfo {
     /// Name.
     pub name: &'static str,
-    /// Events waiting in its queue.
-    pub depth: usize,
     /// Counters.
     pub stats: Arc<SubscriberStats>,
 }
@@ -60,30 +104,30 @@ pub struct SubscriberInfo {
 /// Builds a bus; subscribers are fixed once it is built.
 #[derive(Debug)]
 pub struct BusBuilder {
-    capacity: usize,
+    batches: usize,
     subscribers: Vec<Subscriber>,
 }
 
 impl BusBuilder {
-    /// Queues of `capacity` events per subscriber.
+    /// Queues of about `capacity` events per subscriber.
     pub fn new(capacity: usize) -> Self {
         BusBuilder {
-            capacity: capacity.max(1),
+            batches: capacity.div_ceil(MAX_BATCH).max(2),
             subscribers: Vec::new(),
         }
     }
 
     /// Adds a subscriber and returns its queue.
-    pub fn subscribe(&mut self, name: &'static str, policy: Policy) -> mpsc::Receiver<Arc<Event>> {
-        let (tx, rx) = mpsc::channel(self.capacity);
+    pub fn subscribe(&mut self, name: &'static str, policy: Policy) -> Subscription {
+        let (tx, rx) = mpsc::channel(self.batches);
+        let stats = Arc::new(SubscriberStats::default());
         self.subscribers.push(Subscriber {
             name,
             policy,
             tx,
-            stats: Arc::default(),
-            capacity: self.capacity,
+            stats: stats.clone(),
         });
-        rx
+        Subscription { rx, stats }
     }
 
     /// The bus.
@@ -103,35 +147,58 @@ pub struct Bus {
 }
 
 impl Bus {
-    /// Publishes from async code.
+    /// Publishes one event from async code.
     pub async fn publish(&self, event: Event) {
-        let event = Arc::new(event);
-        self.published.fetch_add(1, Ordering::Relaxed);
+        self.publish_batch(vec![event]).await;
+    }
+
+    /// Publishes a batch from async code.
+    pub async fn publish_batch(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let batch = Arc::new(events);
+        self.published
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         for s in self.inner.iter() {
             match s.policy {
                 Policy::Block => {
-                    if s.tx.send(event.clone()).await.is_ok() {
-                        s.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    s.stats.depth.fetch_add(batch.len(), Ordering::Relaxed);
+                    if s.tx.send(batch.clone()).await.is_ok() {
+                        s.stats
+                            .delivered
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    } else {
+                        s.stats.depth.fetch_sub(batch.len(), Ordering::Relaxed);
                     }
                 }
-                Policy::Drop => s.try_deliver(&event),
+                Policy::Drop => s.try_deliver(&batch),
             }
         }
     }
 
-    /// Publishes from a plain thread (the sensor), waiting on blocking
-    /// subscribers. Must not be called from inside the async runtime.
-    pub fn publish_blocking(&self, event: Event) {
-        let event = Arc::new(event);
-        self.published.fetch_add(1, Ordering::Relaxed);
+    /// Publishes a batch from a plain thread (the sensor), waiting on
+    /// blocking subscribers. Must not be called from inside the async runtime.
+    pub fn publish_batch_blocking(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let batch = Arc::new(events);
+        self.published
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         for s in self.inner.iter() {
             match s.policy {
                 Policy::Block => {
-                    if s.tx.blocking_send(event.clone()).is_ok() {
-                        s.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    s.stats.depth.fetch_add(batch.len(), Ordering::Relaxed);
+                    if s.tx.blocking_send(batch.clone()).is_ok() {
+                        s.stats
+                            .delivered
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    } else {
+                        s.stats.depth.fetch_sub(batch.len(), Ordering::Relaxed);
                     }
                 }
-                Policy::Drop => s.try_deliver(&event),
+                Policy::Drop => s.try_deliver(&batch),
             }
         }
     }
@@ -148,7 +215,7 @@ impl Bus {
         BusStats(Arc::downgrade(&self.inner))
     }
 
-    /// Per-subscriber depth and counters.
+    /// Per-subscriber counters.
     pub fn subscribers(&self) -> Vec<SubscriberInfo> {
         subscriber_info(&self.inner)
     }
@@ -159,7 +226,7 @@ impl Bus {
 pub struct BusStats(std::sync::Weak<Vec<Subscriber>>);
 
 impl BusStats {
-    /// Per-subscriber depth and counters; empty once the bus is gone.
+    /// Per-subscriber counters; empty once the bus is gone.
     pub fn subscribers(&self) -> Vec<SubscriberInfo> {
         self.0
             .upgrade()
@@ -169,28 +236,30 @@ impl BusStats {
 }
 
 fn subscriber_info(subs: &[Subscriber]) -> Vec<SubscriberInfo> {
-    {
-        subs.iter()
-            .map(|s| SubscriberInfo {
-                name: s.name,
-                depth: s.capacity - s.tx.capacity(),
-                stats: s.stats.clone(),
-            })
-            .collect()
-    }
+    subs.iter()
+        .map(|s| SubscriberInfo {
+            name: s.name,
+            stats: s.stats.clone(),
+        })
+        .collect()
 }
 
 impl Subscriber {
-    fn try_deliver(&self, event: &Arc<Event>) {
-        match self.tx.try_send(event.clone()) {
+    fn try_deliver(&self, batch: &Batch) {
+        let n = batch.len();
+        self.stats.depth.fetch_add(n, Ordering::Relaxed);
+        match self.tx.try_send(batch.clone()) {
             Ok(()) => {
-                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                self.stats.delivered.fetch_add(n as u64, Ordering::Relaxed);
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                self.stats.depth.fetch_sub(n, Ordering::Relaxed);
+                self.stats.dropped.fetch_add(n as u64, Ordering::Relaxed);
             }
             // a stopped subscriber is not a loss to report
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.stats.depth.fetch_sub(n, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -214,15 +283,16 @@ mod tests {
 
     #[tokio::test]
     async fn drop_policy_counts_and_block_policy_waits() {
-        let mut b = BusBuilder::new(2);
+        // two batches of room per subscriber
+        let mut b = BusBuilder::new(2 * MAX_BATCH);
         let mut slow = b.subscribe("slow", Policy::Drop);
         let mut det = b.subscribe("detect", Policy::Block);
         let bus = b.build();
         let consumer = tokio::spawn(async move {
             let mut got = Vec::new();
-            while let Some(e) = det.recv().await {
-                got.push(e.process.pid);
-                if got.len() == 5 {
+            while let Some(batch) = det.recv().await {
+                got.extend(batch.iter().map(|e| e.process.pid));
+                if got.len() == 6 {
                     break;
                 }
             }
@@ -231,17 +301,20 @@ mod tests {
         for i in 0..5 {
             bus.publish(ev(i)).await;
         }
+        bus.publish_batch(vec![]).await;
+        bus.publish_batch(vec![ev(5)]).await;
         assert_eq!(
             consumer.await.unwrap(),
-            vec![0, 1, 2, 3, 4],
+            vec![0, 1, 2, 3, 4, 5],
             "nothing lost under back-pressure"
         );
         let info = bus.subscribers();
         let slow_info = info.iter().find(|s| s.name == "slow").unwrap();
         assert_eq!(slow_info.stats.delivered.load(Ordering::Relaxed), 2);
-        assert_eq!(slow_info.stats.dropped.load(Ordering::Relaxed), 3);
-        assert_eq!(slow_info.depth, 2);
-        assert_eq!(slow.recv().await.unwrap().process.pid, 0);
-        assert_eq!(bus.published(), 5);
+        assert_eq!(slow_info.stats.dropped.load(Ordering::Relaxed), 4);
+        assert_eq!(slow_info.stats.depth.load(Ordering::Relaxed), 2);
+        assert_eq!(slow.recv().await.unwrap()[0].process.pid, 0);
+        assert_eq!(slow_info.stats.depth.load(Ordering::Relaxed), 1);
+        assert_eq!(bus.published(), 6);
     }
 }

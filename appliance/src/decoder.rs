@@ -411,8 +411,11 @@ impl Decoder {
         }
     }
 
-    /// Reports entry records whose exit did not come in time.
+    /// Reports entry records whose exit did not come in time, and re-reads
+    /// the wall clock's offset from boot time (gateways without an RTC set
+    /// their clock by NTP well after picketd started; NTP also slews it).
     pub fn expire(&mut self, now_boot_ns: u64, out: &mut Vec<Event>) {
+        self.boot_to_unix_ns = i128::from(unix_ns()) - i128::from(boottime_ns());
         let stale: Vec<u32> = self
             .pending
             .iter()

@@ -82,6 +82,31 @@ pub enum KernelError {
     },
 }
 
+/// The probe object of a module. `PICKET_OBJECT_<MODULE>` names a file to
+/// load instead: the kernel tests use it to prove how a verifier rejection
+/// is reported; an operator can use it to try a rebuilt probe.
+pub fn object_for(name: &'static str) -> Option<picket_probes::Object> {
+    let var = format!("PICKET_OBJECT_{}", name.to_ascii_uppercase());
+    if let Some(path) = std::env::var_os(&var) {
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                tracing::warn!(
+                    module = name,
+                    "loading probe object {} from {var}",
+                    std::path::Path::new(&path).display()
+                );
+                // loaded once per module start; the leak is bounded by restarts
+                return Some(picket_probes::Object {
+                    module: name,
+                    bytes: Box::leak(bytes.into_boxed_slice()),
+                });
+            }
+            Err(e) => tracing::error!(module = name, "{var}: {e}; using the built-in object"),
+        }
+    }
+    picket_probes::Object::for_module(name)
+}
+
 /// Loads kernel BTF from `PICKET_BTF_PATH` or [`DEFAULT_BTF_PATH`].
 ///
 /// # Errors

@@ -71,10 +71,31 @@ pub struct RunReport {
 pub struct ModuleContext {
     /// Publish here.
     pub bus: Bus,
-    /// The sensor thread, for kernel modules.
-    pub sensor: Option<mpsc::Sender<Control>>,
+    /// Kernel access and the sensor thread, for kernel modules.
+    pub kernel: Option<Arc<KernelAccess>>,
     /// Metrics.
     pub registry: Registry,
+}
+
+/// What kernel modules need to start: BTF, tracefs, and the sensor thread.
+#[derive(Debug)]
+pub struct KernelAccess {
+    /// Kernel BTF for CO-RE.
+    pub btf: aya::Btf,
+    /// tracefs `events` directory.
+    pub tracefs_events: PathBuf,
+    /// The sensor thread's control queue.
+    pub sensor: std::sync::Mutex<mpsc::Sender<Control>>,
+}
+
+impl KernelAccess {
+    fn send(&self, c: Control) -> anyhow::Result<()> {
+        self.sensor
+            .lock()
+            .map_err(|_| anyhow::anyhow!("sensor control poisoned"))?
+            .send(c)
+            .map_err(|_| anyhow::anyhow!("sensor thread is gone"))
+    }
 }
 
 /// A module's lifecycle.
@@ -183,28 +204,26 @@ impl Module for KernelModule {
         self.enabled
     }
     fn start(&mut self, ctx: &ModuleContext) -> anyhow::Result<String> {
-        let sensor = ctx
-            .sensor
+        let k = ctx
+            .kernel
             .as_ref()
             .context("no kernel access (BTF or tracefs missing, see above)")?;
-        let (tx, rx) = mpsc::channel();
-        sensor
-            .send(Control::Start(self.name, self.settings.clone(), tx))
-            .map_err(|_| anyhow::anyhow!("sensor thread is gone"))?;
-        let report = rx
-            .recv()
-            .map_err(|_| anyhow::anyhow!("sensor thread is gone"))??;
-        self.running = true;
-        Ok(format!(
+        let object = kernel::object_for(self.name).context("no probe object")?;
+        // loading (the verifier) runs here, not on the sensor thread
+        let probes = kernel::LoadedProbes::load(object, &k.btf, &k.tracefs_events, &self.settings)?;
+        let line = format!(
             "{} hooks attached ({}){}",
-            report.attached.len(),
-            report.attached.join(", "),
-            if report.skipped.is_empty() {
+            probes.attached.len(),
+            probes.attached.join(", "),
+            if probes.skipped.is_empty() {
                 String::new()
             } else {
-                format!("; not on this kernel: {}", report.skipped.join(", "))
+                format!("; not on this kernel: {}", probes.skipped.join(", "))
             }
-        ))
+        );
+        k.send(Control::Start(Box::new(probes)))?;
+        self.running = true;
+        Ok(line)
     }
     fn reload(&mut self, ctx: &ModuleContext, config: &Config) -> anyhow::Result<()> {
         let (enabled, settings) = kernel_settings(self.name, config);
@@ -213,20 +232,18 @@ impl Module for KernelModule {
         if !self.running {
             return Ok(());
         }
-        let Some(sensor) = &ctx.sensor else {
+        let Some(k) = &ctx.kernel else {
             return Ok(());
         };
         let (tx, rx) = mpsc::channel::<Result<(), KernelError>>();
-        sensor
-            .send(Control::Reload(self.name, self.settings.clone(), tx))
-            .map_err(|_| anyhow::anyhow!("sensor thread is gone"))?;
+        k.send(Control::Reload(self.name, self.settings.clone(), tx))?;
         rx.recv()
             .map_err(|_| anyhow::anyhow!("sensor thread is gone"))??;
         Ok(())
     }
     fn stop(&mut self, ctx: &ModuleContext) {
-        if let Some(s) = &ctx.sensor {
-            let _ = s.send(Control::Stop(self.name));
+        if let Some(k) = &ctx.kernel {
+            let _ = k.send(Control::Stop(self.name));
         }
         self.running = false;
     }
@@ -292,7 +309,7 @@ struct FimModule {
     task: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
 }
 
-type TriggerQueue = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Arc<Event>>>>;
+type TriggerQueue = Arc<tokio::sync::Mutex<crate::bus::Subscription>>;
 
 impl Module for FimModule {
     fn name(&self) -> &'static str {
@@ -364,19 +381,21 @@ async fn run_fim(
             .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(3600));
         tokio::select! {
             _ = shutdown.changed() => break,
-            ev = trigger.recv() => {
-                let Some(ev) = ev else { break };
-                let paths: Vec<&str> = match &ev.kind {
-                    Kind::FileCreate { path } | Kind::FileWrite { path, .. } | Kind::FileDelete { path, .. }
-                    | Kind::FileChmod { path, .. } | Kind::FileChown { path, .. } => vec![path],
-                    Kind::FileRename { from, to } => vec![from, to],
-                    Kind::FileLink { path, .. } => vec![path],
-                    _ => vec![],
-                };
-                for p in paths {
-                    if fim.covers(p) {
-                        touched.push(PathBuf::from(p));
-                        due.get_or_insert_with(|| tokio::time::Instant::now() + cfg.settle);
+            batch = trigger.recv() => {
+                let Some(batch) = batch else { break };
+                for ev in batch.iter() {
+                    let paths: Vec<&str> = match &ev.kind {
+                        Kind::FileCreate { path } | Kind::FileWrite { path, .. } | Kind::FileDelete { path, .. }
+                        | Kind::FileChmod { path, .. } | Kind::FileChown { path, .. } => vec![path],
+                        Kind::FileRename { from, to } => vec![from, to],
+                        Kind::FileLink { path, .. } => vec![path],
+                        _ => vec![],
+                    };
+                    for p in paths {
+                        if fim.covers(p) {
+                            touched.push(PathBuf::from(p));
+                            due.get_or_insert_with(|| tokio::time::Instant::now() + cfg.settle);
+                        }
                     }
                 }
             }
@@ -424,16 +443,18 @@ fn open_sink(sink: &Sink) -> anyhow::Result<Option<Box<dyn Write + Send>>> {
 /// Writes JSON lines from a bus queue until it closes.
 fn spawn_writer(
     name: &'static str,
-    mut rx: tokio::sync::mpsc::Receiver<Arc<Event>>,
+    mut rx: crate::bus::Subscription,
     out: Box<dyn Write + Send>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name(format!("picket-{name}"))
         .spawn(move || {
             let mut w = std::io::BufWriter::with_capacity(64 * 1024, out);
-            while let Some(ev) = rx.blocking_recv() {
-                let _ = serde_json::to_writer(&mut w, &*ev);
-                let _ = w.write_all(b"\n");
+            while let Some(batch) = rx.blocking_recv() {
+                for ev in batch.iter() {
+                    let _ = serde_json::to_writer(&mut w, ev);
+                    let _ = w.write_all(b"\n");
+                }
                 if rx.is_empty() {
                     let _ = w.flush();
                 }
@@ -478,7 +499,7 @@ pub async fn run(
                 for s in b.subscribers() {
                     v.push((
                         crate::telemetry::label("subscriber", s.name),
-                        s.depth as f64,
+                        s.stats.depth.load(Ordering::Relaxed) as f64,
                     ));
                 }
             },
@@ -520,6 +541,25 @@ pub async fn run(
 
     // detection: a thread of its own, back-pressuring the bus
     let alerts_total = registry.counter("picket_alerts_emitted_total", "alerts written", &[]);
+    // from the event's kernel timestamp to detection taking it off the bus
+    let latency = Arc::new(crate::telemetry::Histogram::default());
+    {
+        let h = latency.clone();
+        registry.gauge(
+            "picket_pipeline_latency_seconds",
+            "time from the kernel event to detection receiving it (estimated quantiles)",
+            move |v| {
+                for q in [0.5, 0.9, 0.99, 0.999] {
+                    if let Some(ns) = h.quantile_ns(q) {
+                        v.push((
+                            crate::telemetry::label("quantile", &q.to_string()),
+                            ns / 1e9,
+                        ));
+                    }
+                }
+            },
+        );
+    }
     let detector = match detect_rx {
         Some(mut rx) => {
             let loaded = detect::load_rules(&config.rules_dirs, &config.placeholders);
@@ -534,6 +574,8 @@ pub async fn run(
             let mut out = open_sink(&config.alerts)?;
             let alerts_total = alerts_total.clone();
             let rules = loaded.rules;
+            let latency = latency.clone();
+            let source_kind = opts.source.clone();
             Some(
                 std::thread::Builder::new()
                     .name("picket-detect".into())
@@ -543,13 +585,21 @@ pub async fn run(
                         let mut w = out
                             .as_mut()
                             .map(|o| std::io::BufWriter::with_capacity(64 * 1024, o));
-                        while let Some(ev) = rx.blocking_recv() {
-                            detect::evaluate(&rules, &ev, &mut scratch, &mut alerts);
-                            for a in alerts.drain(..) {
-                                alerts_total.fetch_add(1, Ordering::Relaxed);
-                                if let Some(w) = w.as_mut() {
-                                    let _ = serde_json::to_writer(&mut *w, &a);
-                                    let _ = w.write_all(b"\n");
+                        let live = matches!(source_kind, Source::Live);
+                        while let Some(batch) = rx.blocking_recv() {
+                            for ev in batch.iter() {
+                                if live {
+                                    latency.record_ns(
+                                        crate::decoder::unix_ns().saturating_sub(ev.time_ns),
+                                    );
+                                }
+                                detect::evaluate(&rules, ev, &mut scratch, &mut alerts);
+                                for a in alerts.drain(..) {
+                                    alerts_total.fetch_add(1, Ordering::Relaxed);
+                                    if let Some(w) = w.as_mut() {
+                                        let _ = serde_json::to_writer(&mut *w, &a);
+                                        let _ = w.write_all(b"\n");
+                                    }
                                 }
                             }
                             if rx.is_empty() {
@@ -598,7 +648,7 @@ pub async fn run(
     let stop_flag = Arc::new(AtomicBool::new(false));
     let mut ctx = ModuleContext {
         bus: bus.clone(),
-        sensor: None,
+        kernel: None,
         registry: registry.clone(),
     };
     let mut modules: Vec<Box<dyn Module>> = Vec::new();
@@ -611,8 +661,8 @@ pub async fn run(
                 || config.syscalls.enabled;
             if any_kernel {
                 match start_sensor(&config, &bus, &registry, &stop_flag) {
-                    Ok((tx, h)) => {
-                        ctx.sensor = Some(tx);
+                    Ok((access, h)) => {
+                        ctx.kernel = Some(Arc::new(access));
                         sensor_thread = Some(h);
                     }
                     Err(e) => tracing::error!("kernel modules cannot run: {e:#}"),
@@ -681,7 +731,7 @@ pub async fn run(
     Ok(report)
 }
 
-type SensorStart = (mpsc::Sender<Control>, std::thread::JoinHandle<()>);
+type SensorStart = (KernelAccess, std::thread::JoinHandle<()>);
 
 fn start_sensor(
     config: &Config,
@@ -717,9 +767,14 @@ fn start_sensor(
     let h = std::thread::Builder::new()
         .name("picket-sensor".into())
         .spawn(move || {
-            sensor::run(&bus, decoder, &handles, &rx, &btf, &events);
+            sensor::run(&bus, decoder, &handles, &rx);
         })?;
-    Ok((tx, h))
+    let access = KernelAccess {
+        btf,
+        tracefs_events: events,
+        sensor: std::sync::Mutex::new(tx),
+    };
+    Ok((access, h))
 }
 
 async fn wait_for_shutdown(
@@ -779,6 +834,7 @@ async fn replay(path: &std::path::Path, bus: &Bus) -> anyhow::Result<u64> {
     let mut lines = tokio::io::BufReader::new(f).lines();
     let mut n = 0u64;
     let mut bad = 0u64;
+    let mut batch = Vec::with_capacity(crate::bus::MAX_BATCH);
     while let Some(line) = lines
         .next_line()
         .await
@@ -789,12 +845,18 @@ async fn replay(path: &std::path::Path, bus: &Bus) -> anyhow::Result<u64> {
             continue;
         }
         match serde_json::from_str::<Event>(&line) {
-            Ok(ev) => bus.publish(ev).await,
+            Ok(ev) => {
+                batch.push(ev);
+                if batch.len() >= crate::bus::MAX_BATCH {
+                    bus.publish_batch(std::mem::take(&mut batch)).await;
+                }
+            }
             Err(e) => {
                 bad += 1;
                 tracing::error!("{}:{n}: not an event: {e}", path.display());
             }
         }
     }
+    bus.publish_batch(batch).await;
     Ok(bad)
 }

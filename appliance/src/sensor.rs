@@ -21,12 +21,10 @@ use std::time::Duration;
 /// A request to the sensor thread.
 #[derive(Debug)]
 pub enum Control {
-    /// Start (load and attach) a module with these settings.
-    Start(
-        &'static str,
-        ProbeSettings,
-        mpsc::Sender<Result<ModuleReport, KernelError>>,
-    ),
+    /// Start draining a module whose probes the caller loaded and attached
+    /// (loading runs the verifier, which takes seconds; it must not stall
+    /// the rings of modules already running).
+    Start(Box<LoadedProbes>),
     /// Stop (detach) a module.
     Stop(&'static str),
     /// Rewrite a running module's settings maps.
@@ -35,15 +33,6 @@ pub enum Control {
         ProbeSettings,
         mpsc::Sender<Result<(), KernelError>>,
     ),
-}
-
-/// What a module start did.
-#[derive(Debug, Clone)]
-pub struct ModuleReport {
-    /// Hooks attached.
-    pub attached: Vec<String>,
-    /// Hooks skipped (absent on this kernel).
-    pub skipped: Vec<String>,
 }
 
 struct ModuleState {
@@ -71,8 +60,6 @@ pub fn run(
     mut decoder: Decoder,
     handles: &SensorHandles,
     control: &mpsc::Receiver<Control>,
-    btf: &aya::Btf,
-    tracefs_events: &std::path::Path,
 ) {
     // SAFETY: epoll_create1 has no pointer arguments.
     let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -85,64 +72,67 @@ pub fn run(
     let mut ready = [libc::epoll_event { events: 0, u64: 0 }; 8];
     let mut last_housekeeping = std::time::Instant::now();
     let registry = &handles.registry;
+    let ring_latency = Arc::new(crate::telemetry::Histogram::default());
+    {
+        let h = ring_latency.clone();
+        registry.gauge(
+            "picket_ring_latency_seconds",
+            "time from the probe writing a record to the sensor reading it (estimated quantiles)",
+            move |v| {
+                for q in [0.5, 0.99] {
+                    if let Some(ns) = h.quantile_ns(q) {
+                        v.push((
+                            crate::telemetry::label("quantile", &q.to_string()),
+                            ns / 1e9,
+                        ));
+                    }
+                }
+            },
+        );
+    }
 
     while !handles.stop.load(Ordering::Relaxed) {
         while let Ok(c) = control.try_recv() {
             match c {
-                Control::Start(name, settings, reply) => {
+                Control::Start(probes) => {
+                    let name = probes.module;
                     modules.retain(|m| m.probes.module != name);
-                    let Some(obj) = object_for(name) else {
-                        continue;
+                    let mut ev = libc::epoll_event {
+                        events: libc::EPOLLIN as u32,
+                        u64: 0,
                     };
-                    let r = LoadedProbes::load(obj, btf, tracefs_events, &settings).map(|probes| {
-                        let report = ModuleReport {
-                            attached: probes.attached.clone(),
-                            skipped: probes.skipped.clone(),
-                        };
-                        let mut ev = libc::epoll_event {
-                            events: libc::EPOLLIN as u32,
-                            u64: 0,
-                        };
-                        // SAFETY: valid epoll fd, ring fd and event pointer.
-                        unsafe {
-                            libc::epoll_ctl(
-                                epfd,
-                                libc::EPOLL_CTL_ADD,
-                                probes.ring_fd(),
-                                &raw mut ev,
-                            )
-                        };
-                        let lost = Arc::new(AtomicU64::new(0));
-                        let lost_gauge = lost.clone();
-                        registry.gauge(
-                            "picket_kernel_records_lost_total",
-                            "records a probe could not write because its ring buffer was full",
-                            move |v| {
-                                v.push((
-                                    crate::telemetry::label("module", name),
-                                    lost_gauge.load(Ordering::Relaxed) as f64,
-                                ));
-                            },
-                        );
-                        modules.push(ModuleState {
-                            probes,
-                            published: registry.counter(
-                                "picket_events_published_total",
-                                "events a module put on the bus",
-                                &[("module", name)],
-                            ),
-                            invalid: registry.counter(
-                                "picket_records_invalid_total",
-                                "kernel records user space could not decode",
-                                &[("module", name)],
-                            ),
-                            lost,
-                        });
-                        // the process ring is drained first
-                        modules.sort_by_key(|m| m.probes.module != "process");
-                        report
+                    // SAFETY: valid epoll fd, ring fd and event pointer.
+                    unsafe {
+                        libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, probes.ring_fd(), &raw mut ev)
+                    };
+                    let lost = Arc::new(AtomicU64::new(0));
+                    let lost_gauge = lost.clone();
+                    registry.gauge(
+                        "picket_kernel_records_lost_total",
+                        "records a probe could not write because its ring buffer was full",
+                        move |v| {
+                            v.push((
+                                crate::telemetry::label("module", name),
+                                lost_gauge.load(Ordering::Relaxed) as f64,
+                            ));
+                        },
+                    );
+                    modules.push(ModuleState {
+                        probes: *probes,
+                        published: registry.counter(
+                            "picket_events_published_total",
+                            "events a module put on the bus",
+                            &[("module", name)],
+                        ),
+                        invalid: registry.counter(
+                            "picket_records_invalid_total",
+                            "kernel records user space could not decode",
+                            &[("module", name)],
+                        ),
+                        lost,
                     });
-                    let _ = reply.send(r);
+                    // the process ring is drained first
+                    modules.sort_by_key(|m| m.probes.module != "process");
                 }
                 Control::Stop(name) => {
                     if let Some(m) = modules.iter().find(|m| m.probes.module == name) {
@@ -175,7 +165,7 @@ pub fn run(
             tracing::error!("epoll_wait: {}", std::io::Error::last_os_error());
             std::thread::sleep(Duration::from_millis(100));
         }
-        drain_all(&mut modules, &mut decoder, &mut events, bus);
+        drain_all(&mut modules, &mut decoder, &mut events, bus, &ring_latency);
 
         if last_housekeeping.elapsed() >= Duration::from_millis(100) {
             last_housekeeping = std::time::Instant::now();
@@ -196,7 +186,7 @@ pub fn run(
         }
     }
     // what is already in the rings still counts
-    drain_all(&mut modules, &mut decoder, &mut events, bus);
+    drain_all(&mut modules, &mut decoder, &mut events, bus, &ring_latency);
     for m in &modules {
         m.lost.store(m.probes.lost(), Ordering::Relaxed);
     }
@@ -205,36 +195,12 @@ pub fn run(
     unsafe { libc::close(epfd) };
 }
 
-/// The probe object of a module. `PICKET_OBJECT_<MODULE>` names a file to
-/// load instead: the kernel tests use it to prove how a verifier rejection
-/// is reported; an operator can use it to try a rebuilt probe.
-fn object_for(name: &'static str) -> Option<picket_probes::Object> {
-    let var = format!("PICKET_OBJECT_{}", name.to_ascii_uppercase());
-    if let Some(path) = std::env::var_os(&var) {
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                tracing::warn!(
-                    module = name,
-                    "loading probe object {} from {var}",
-                    std::path::Path::new(&path).display()
-                );
-                // loaded once per module start; the leak is bounded by restarts
-                return Some(picket_probes::Object {
-                    module: name,
-                    bytes: Box::leak(bytes.into_boxed_slice()),
-                });
-            }
-            Err(e) => tracing::error!(module = name, "{var}: {e}; using the built-in object"),
-        }
-    }
-    picket_probes::Object::for_module(name)
-}
-
 fn drain_all(
     modules: &mut [ModuleState],
     decoder: &mut Decoder,
     events: &mut Vec<crate::event::Event>,
     bus: &Bus,
+    ring_latency: &crate::telemetry::Histogram,
 ) {
     for m in modules.iter_mut() {
         let name = m.probes.module;
@@ -242,7 +208,10 @@ fn drain_all(
         let ring = m.probes.ring();
         while let Some(item) = ring.next() {
             match picket_probes::decode(&item) {
-                Ok(rec) => decoder.push(name, rec, events),
+                Ok(rec) => {
+                    ring_latency.record_ns(boottime_ns().saturating_sub(rec.header.ts_ns));
+                    decoder.push(name, rec, events);
+                }
                 Err(e) => {
                     m.invalid.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(module = name, "invalid record: {e}");
@@ -254,7 +223,7 @@ fn drain_all(
             if batch >= 4096 {
                 break;
             }
-            if events.len() >= 256 {
+            if events.len() >= crate::bus::MAX_BATCH {
                 publish(bus, events, Some(&m.published));
             }
         }
@@ -266,7 +235,7 @@ fn publish(bus: &Bus, events: &mut Vec<crate::event::Event>, counter: Option<&Co
     if let Some(c) = counter {
         c.fetch_add(events.len() as u64, Ordering::Relaxed);
     }
-    for e in events.drain(..) {
-        bus.publish_blocking(e);
+    if !events.is_empty() {
+        bus.publish_batch_blocking(std::mem::take(events));
     }
 }

@@ -151,6 +151,66 @@ impl Registry {
     }
 }
 
+/// A latency histogram with log-spaced buckets (about 12% apart) from 1 µs
+/// to about 100 s; lock-free to record, quantiles estimated at the bucket's
+/// upper bound when scraped.
+#[derive(Debug)]
+pub struct Histogram {
+    buckets: Vec<AtomicU64>,
+    count: AtomicU64,
+}
+
+const HIST_BUCKETS: usize = 160;
+const HIST_GROWTH: f64 = 1.122;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: (0..HIST_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    fn bucket(ns: u64) -> usize {
+        let us = (ns as f64 / 1000.0).max(1.0);
+        ((us.ln() / HIST_GROWTH.ln()) as usize).min(HIST_BUCKETS - 1)
+    }
+
+    fn upper_ns(i: usize) -> f64 {
+        HIST_GROWTH.powi(i32::try_from(i + 1).unwrap_or(i32::MAX)) * 1000.0
+    }
+
+    /// Records one observation.
+    pub fn record_ns(&self, ns: u64) {
+        self.buckets[Self::bucket(ns)].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// The q-quantile (0..=1) in nanoseconds, or `None` when empty.
+    pub fn quantile_ns(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let want = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            seen += b.load(Ordering::Relaxed);
+            if seen >= want {
+                return Some(Self::upper_ns(i));
+            }
+        }
+        Some(Self::upper_ns(HIST_BUCKETS - 1))
+    }
+}
+
 /// Renders a label set for gauge closures.
 pub fn label(k: &str, v: &str) -> String {
     labels(&[(k, v)])
@@ -191,13 +251,18 @@ pub async fn serve(
         let Ok((mut sock, _)) = conn else { continue };
         let registry = registry.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let Ok(Ok(n)) =
-                tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf)).await
-            else {
-                return;
-            };
-            let req = String::from_utf8_lossy(&buf[..n]);
+            // read the whole request head: closing with unread bytes makes
+            // the kernel answer with a reset, which loses the response
+            let mut buf = Vec::with_capacity(1024);
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+                let mut chunk = [0u8; 1024];
+                match tokio::time::timeout_at(deadline, sock.read(&mut chunk)).await {
+                    Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                    _ => return,
+                }
+            }
+            let req = String::from_utf8_lossy(&buf);
             let (status, body) = if req.starts_with("GET /metrics") {
                 ("200 OK", registry.render())
             } else if req.starts_with("GET /healthz") {
@@ -236,5 +301,21 @@ mod tests {
         );
         assert_eq!(r.value("picket_x_total", &[("module", "file")]), Some(4));
         assert!(rss_bytes() > 0);
+    }
+
+    #[test]
+    fn histogram_quantiles() {
+        let h = Histogram::default();
+        assert!(h.quantile_ns(0.5).is_none());
+        for _ in 0..99 {
+            h.record_ns(10_000);
+        }
+        h.record_ns(5_000_000);
+        let p50 = h.quantile_ns(0.5).unwrap();
+        let p99 = h.quantile_ns(0.99).unwrap();
+        let p999 = h.quantile_ns(0.999).unwrap();
+        assert!((10_000.0..11_300.0).contains(&p50), "{p50}");
+        assert!((10_000.0..11_300.0).contains(&p99), "{p99}");
+        assert!((5_000_000.0..5_700_000.0).contains(&p999), "{p999}");
     }
 }
