@@ -56,6 +56,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn real_main() -> anyhow::Result<std::process::ExitCode> {
+    picket_appliance::telemetry::limit_malloc_arenas();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run);
     if let Command::GenerateConfig = command {
@@ -104,6 +105,12 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
             }
             tracing::info!("shutting down");
             let _ = tx.send(true);
+            // a shutdown that hangs must not keep probes attached forever
+            std::thread::spawn(|| {
+                std::thread::sleep(std::time::Duration::from_secs(20));
+                eprintln!("picketd: shutdown did not finish in 20 s; exiting");
+                std::process::exit(3);
+            });
         });
         runtime::run(config, opts, rx).await
     })?;

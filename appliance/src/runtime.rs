@@ -80,8 +80,10 @@ pub struct ModuleContext {
 /// What kernel modules need to start: BTF, tracefs, and the sensor thread.
 #[derive(Debug)]
 pub struct KernelAccess {
-    /// Kernel BTF for CO-RE.
-    pub btf: aya::Btf,
+    /// Kernel BTF for CO-RE while modules start; released afterwards (the
+    /// parsed vmlinux BTF is over 10 MiB) and parsed again if a reload
+    /// starts a module later.
+    pub btf: std::sync::Mutex<Option<Arc<aya::Btf>>>,
     /// tracefs `events` directory.
     pub tracefs_events: PathBuf,
     /// The sensor thread's control queue.
@@ -89,6 +91,27 @@ pub struct KernelAccess {
 }
 
 impl KernelAccess {
+    fn btf(&self) -> anyhow::Result<Arc<aya::Btf>> {
+        let mut g = self
+            .btf
+            .lock()
+            .map_err(|_| anyhow::anyhow!("BTF lock poisoned"))?;
+        if let Some(b) = g.as_ref() {
+            return Ok(b.clone());
+        }
+        let b = Arc::new(kernel::load_btf()?);
+        *g = Some(b.clone());
+        Ok(b)
+    }
+
+    /// Drops the parsed BTF and gives the memory back to the system.
+    pub fn release_btf(&self) {
+        if let Ok(mut g) = self.btf.lock() {
+            *g = None;
+        }
+        crate::telemetry::trim_heap();
+    }
+
     fn send(&self, c: Control) -> anyhow::Result<()> {
         self.sensor
             .lock()
@@ -210,7 +233,8 @@ impl Module for KernelModule {
             .context("no kernel access (BTF or tracefs missing, see above)")?;
         let object = kernel::object_for(self.name).context("no probe object")?;
         // loading (the verifier) runs here, not on the sensor thread
-        let probes = kernel::LoadedProbes::load(object, &k.btf, &k.tracefs_events, &self.settings)?;
+        let btf = k.btf()?;
+        let probes = kernel::LoadedProbes::load(object, &btf, &k.tracefs_events, &self.settings)?;
         let line = format!(
             "{} hooks attached ({}){}",
             probes.attached.len(),
@@ -701,6 +725,9 @@ pub async fn run(
                     }
                 }
             }
+            if let Some(k) = &ctx.kernel {
+                k.release_btf();
+            }
             wait_for_shutdown(&mut shutdown, &opts, &mut modules, &ctx).await;
         }
         Source::Replay(path) => {
@@ -770,7 +797,7 @@ fn start_sensor(
             sensor::run(&bus, decoder, &handles, &rx);
         })?;
     let access = KernelAccess {
-        btf,
+        btf: std::sync::Mutex::new(Some(Arc::new(btf))),
         tracefs_events: events,
         sensor: std::sync::Mutex::new(tx),
     };
@@ -814,6 +841,9 @@ async fn wait_for_shutdown(
                                 }
                                 _ => {}
                             }
+                        }
+                        if let Some(k) = &ctx.kernel {
+                            k.release_btf();
                         }
                         tracing::info!("configuration reloaded from {}", path.display());
                     }

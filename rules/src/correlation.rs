@@ -12,13 +12,13 @@
 //! - **Windows** are per group (the values of `group-by`, aliases applied)
 //!   and slide: an event at time `t` sees the group's events in
 //!   `(t - timespan, t]`; an event exactly `timespan` older has left.
-//! - **Lower-bound conditions** (`gt`/`gte` only, and the temporal types)
-//!   are checked on every event of the group and fire as soon as they hold.
-//!   **Conditions with an upper bound** (`lt`, `lte`, `eq`, ranges) can only
-//!   be decided when a window is complete: they are checked when the window
-//!   that started at the group's first event closes (on a later event or on
-//!   [`Correlator::advance`]). Either way the group then starts afresh, so
-//!   one burst fires once.
+//! - Conditions are checked on every event of the group and fire as soon as
+//!   they hold, except **upper bounds on growing measures**: `lt`, `lte`,
+//!   `eq` or a range on `event_count`, `value_count` or `value_sum` can only
+//!   be decided when a window is complete, so they are checked when the
+//!   window that started at the group's first event closes (on a later event
+//!   of the group, or on [`Correlator::advance`]). Either way the group then
+//!   starts afresh, so one burst fires once.
 //! - `value_count` counts distinct values of `field` (events without it do
 //!   not count); `value_sum` and `value_avg` use the numeric values of
 //!   `field`; `value_percentile` is the share (0–100) of the group's window
@@ -29,7 +29,8 @@
 //!   additionally needs them in the listed order (non-decreasing times).
 //! - `generate: false` (the default) keeps the referenced rules' own matches
 //!   out of the output unless another correlation referencing them says
-//!   `generate: true`; rules that no correlation references are unaffected.
+//!   `generate: true` (this holds for intermediate correlations of a chain
+//!   too); rules that no correlation references are unaffected.
 //! - **Bounded state**: at most `max_groups` groups over all correlations and
 //!   `max_events_per_group` events per group. At the cap, expired groups are
 //!   dropped, then the least recently updated tenth; dropped groups and
@@ -72,16 +73,29 @@ impl CorrelationType {
             "value_sum" => Self::ValueSum,
             "value_avg" => Self::ValueAvg,
             "value_percentile" => Self::ValuePercentile,
-            other => return Err(ErrorKind::BadValue(format!("unknown correlation type `{other}`"))),
+            other => {
+                return Err(ErrorKind::BadValue(format!(
+                    "unknown correlation type `{other}`"
+                )))
+            }
         })
     }
 
     fn needs_field(self) -> bool {
-        matches!(self, Self::ValueCount | Self::ValueSum | Self::ValueAvg | Self::ValuePercentile)
+        matches!(
+            self,
+            Self::ValueCount | Self::ValueSum | Self::ValueAvg | Self::ValuePercentile
+        )
     }
 
     fn is_temporal(self) -> bool {
         matches!(self, Self::Temporal | Self::TemporalOrdered)
+    }
+
+    /// Whether the measure only grows as events arrive (so an upper bound
+    /// can only be decided when the window is complete).
+    fn is_monotonic(self) -> bool {
+        matches!(self, Self::EventCount | Self::ValueCount | Self::ValueSum)
     }
 }
 
@@ -155,12 +169,19 @@ fn parse_timespan(s: &str) -> Result<i64, ErrorKind> {
 }
 
 /// Parses the `correlation:` section.
-pub(crate) fn parse(doc: &yaml_rust2::yaml::Hash, info: RuleInfo) -> Result<CorrelationDef, ErrorKind> {
+pub(crate) fn parse(
+    doc: &yaml_rust2::yaml::Hash,
+    info: RuleInfo,
+) -> Result<CorrelationDef, ErrorKind> {
     use yaml_rust2::Yaml;
     let Some(Yaml::Hash(c)) = get(doc, "correlation") else {
         return Err(ErrorKind::BadValue("`correlation` must be a map".into()));
     };
-    let kind = CorrelationType::parse(&get(c, "type").and_then(yaml_str).ok_or(ErrorKind::Missing("correlation.type"))?)?;
+    let kind = CorrelationType::parse(
+        &get(c, "type")
+            .and_then(yaml_str)
+            .ok_or(ErrorKind::Missing("correlation.type"))?,
+    )?;
     let list = |k: &str| -> Vec<String> {
         match get(c, k) {
             Some(Yaml::Array(v)) => v.iter().filter_map(yaml_str).collect(),
@@ -174,13 +195,17 @@ pub(crate) fn parse(doc: &yaml_rust2::yaml::Hash, info: RuleInfo) -> Result<Corr
     }
     let group_by = list("group-by");
     let timespan_ms = parse_timespan(
-        &get(c, "timespan").and_then(yaml_str).ok_or(ErrorKind::Missing("correlation.timespan"))?,
+        &get(c, "timespan")
+            .and_then(yaml_str)
+            .ok_or(ErrorKind::Missing("correlation.timespan"))?,
     )?;
     let mut aliases: HashMap<String, HashMap<String, String>> = HashMap::new();
     if let Some(Yaml::Hash(a)) = get(c, "aliases") {
         for (alias, map) in a {
             let (Some(alias), Yaml::Hash(map)) = (yaml_str(alias), map) else {
-                return Err(ErrorKind::BadValue("`aliases` maps an alias to {rule: field}".into()));
+                return Err(ErrorKind::BadValue(
+                    "`aliases` maps an alias to {rule: field}".into(),
+                ));
             };
             let entry = aliases.entry(alias).or_default();
             for (rule, field) in map {
@@ -202,8 +227,14 @@ pub(crate) fn parse(doc: &yaml_rust2::yaml::Hash, info: RuleInfo) -> Result<Corr
                 }
                 let n = match v {
                     Yaml::Integer(i) => *i as f64,
-                    Yaml::Real(s) => s.parse().map_err(|_| ErrorKind::BadValue(format!("`{s}` is not a number")))?,
-                    _ => return Err(ErrorKind::BadValue(format!("condition `{key}` needs a number"))),
+                    Yaml::Real(s) => s
+                        .parse()
+                        .map_err(|_| ErrorKind::BadValue(format!("`{s}` is not a number")))?,
+                    _ => {
+                        return Err(ErrorKind::BadValue(format!(
+                            "condition `{key}` needs a number"
+                        )))
+                    }
                 };
                 let slot = match key.as_str() {
                     "gt" => &mut bounds.gt,
@@ -211,7 +242,9 @@ pub(crate) fn parse(doc: &yaml_rust2::yaml::Hash, info: RuleInfo) -> Result<Corr
                     "lt" => &mut bounds.lt,
                     "lte" => &mut bounds.lte,
                     "eq" => &mut bounds.eq,
-                    other => return Err(ErrorKind::BadValue(format!("unknown condition `{other}`"))),
+                    other => {
+                        return Err(ErrorKind::BadValue(format!("unknown condition `{other}`")))
+                    }
                 };
                 *slot = Some(n);
             }
@@ -229,7 +262,10 @@ pub(crate) fn parse(doc: &yaml_rust2::yaml::Hash, info: RuleInfo) -> Result<Corr
             return Err(ErrorKind::Missing("correlation.condition"));
         }
     }
-    let generate = matches!(get(c, "generate").or_else(|| get(doc, "generate")), Some(Yaml::Boolean(true)));
+    let generate = matches!(
+        get(c, "generate").or_else(|| get(doc, "generate")),
+        Some(Yaml::Boolean(true))
+    );
     Ok(CorrelationDef {
         info: Arc::new(info),
         kind,
@@ -255,7 +291,10 @@ pub struct CorrelationLimits {
 
 impl Default for CorrelationLimits {
     fn default() -> Self {
-        CorrelationLimits { max_groups: 100_000, max_events_per_group: 10_000 }
+        CorrelationLimits {
+            max_groups: 100_000,
+            max_events_per_group: 10_000,
+        }
     }
 }
 
@@ -263,7 +302,10 @@ impl CorrelationLimits {
     /// Limits with the given caps (each at least 1).
     #[must_use]
     pub fn new(max_groups: usize, max_events_per_group: usize) -> Self {
-        CorrelationLimits { max_groups: max_groups.max(1), max_events_per_group: max_events_per_group.max(1) }
+        CorrelationLimits {
+            max_groups: max_groups.max(1),
+            max_events_per_group: max_events_per_group.max(1),
+        }
     }
 }
 
@@ -344,7 +386,11 @@ impl Correlator {
                 *g |= def.generate;
             }
         }
-        let suppressed = generate.into_iter().filter(|(_, g)| !g).map(|(r, _)| r).collect();
+        let suppressed = generate
+            .into_iter()
+            .filter(|(_, g)| !g)
+            .map(|(r, _)| r)
+            .collect();
         Correlator {
             defs,
             refs,
@@ -360,7 +406,10 @@ impl Correlator {
     /// Counters of dropped state.
     #[must_use]
     pub fn stats(&self) -> CorrelationStats {
-        CorrelationStats { groups: self.groups.len(), ..self.stats }
+        CorrelationStats {
+            groups: self.groups.len(),
+            ..self.stats
+        }
     }
 
     /// Feeds one event (at `ts_ms`, milliseconds since the epoch) with the
@@ -391,10 +440,16 @@ impl Correlator {
             hits.dedup();
             for (ci, pos) in hits {
                 if let Some(m) = self.update(ci, pos, &names, ts_ms, event) {
+                    let ids = keys(&m.rule);
+                    let shown = !ids.iter().any(|k| self.suppressed.contains(k));
                     if fired_now.insert(ci) {
-                        work.push(keys(&m.rule));
+                        work.push(ids);
                     }
-                    out.push(m);
+                    // An intermediate correlation referenced with
+                    // `generate: false` feeds its parent but is not shown.
+                    if shown {
+                        out.push(m);
+                    }
                 }
             }
         }
@@ -417,7 +472,7 @@ impl Correlator {
         let defs = &self.defs;
         self.groups.retain(|(ci, key), g| {
             let def = &defs[*ci];
-            if def.bounds.has_upper() && !def.kind.is_temporal() {
+            if deferred(def) {
                 if let Some(start) = g.start {
                     if now_ms >= start + def.timespan_ms {
                         if let Some(m) = close_window(def, key, g, start) {
@@ -467,7 +522,7 @@ impl Correlator {
         }
         let group = self.groups.entry(gk.clone()).or_default();
         group.last_update = group.last_update.max(ts);
-        let upper = def.bounds.has_upper() && !def.kind.is_temporal();
+        let upper = deferred(&def);
         let mut closed = None;
         if upper {
             match group.start {
@@ -483,11 +538,20 @@ impl Correlator {
             }
         } else {
             // Slide: keep (ts - timespan, ts].
-            while group.entries.front().is_some_and(|e| e.ts <= ts - def.timespan_ms) {
+            while group
+                .entries
+                .front()
+                .is_some_and(|e| e.ts <= ts - def.timespan_ms)
+            {
                 group.entries.pop_front();
             }
         }
-        let entry = Entry { ts, rule: pos, value, number };
+        let entry = Entry {
+            ts,
+            rule: pos,
+            value,
+            number,
+        };
         // Keep entries in time order even if events arrive out of order.
         let at = group.entries.partition_point(|e| e.ts <= ts);
         group.entries.insert(at, entry);
@@ -517,7 +581,8 @@ impl Correlator {
         let now = self.now;
         let defs = &self.defs;
         let before = self.groups.len();
-        self.groups.retain(|(ci, _), g| g.last_update > now - defs[*ci].timespan_ms);
+        self.groups
+            .retain(|(ci, _), g| g.last_update > now - defs[*ci].timespan_ms);
         let mut evicted = before - self.groups.len();
         if self.groups.len() >= self.limits.max_groups {
             let mut ages: Vec<i64> = self.groups.values().map(|g| g.last_update).collect();
@@ -529,6 +594,12 @@ impl Correlator {
         }
         self.stats.groups_evicted += evicted as u64;
     }
+}
+
+/// Whether the condition is decided at the end of a (tumbling) window
+/// rather than on each event.
+fn deferred(def: &CorrelationDef) -> bool {
+    def.bounds.has_upper() && def.kind.is_monotonic()
 }
 
 fn keys(info: &RuleInfo) -> Vec<String> {
@@ -545,7 +616,11 @@ fn measure(def: &CorrelationDef, g: &Group, current: Option<&str>) -> Option<f64
     match def.kind {
         CorrelationType::EventCount => Some(n as f64),
         CorrelationType::ValueCount => {
-            let distinct: HashSet<&str> = g.entries.iter().filter_map(|e| e.value.as_deref()).collect();
+            let distinct: HashSet<&str> = g
+                .entries
+                .iter()
+                .filter_map(|e| e.value.as_deref())
+                .collect();
             Some(distinct.len() as f64)
         }
         CorrelationType::ValueSum => Some(g.entries.iter().filter_map(|e| e.number).sum()),
@@ -555,7 +630,11 @@ fn measure(def: &CorrelationDef, g: &Group, current: Option<&str>) -> Option<f64
         }
         CorrelationType::ValuePercentile => {
             let cur = current?;
-            let same = g.entries.iter().filter(|e| e.value.as_deref() == Some(cur)).count();
+            let same = g
+                .entries
+                .iter()
+                .filter(|e| e.value.as_deref() == Some(cur))
+                .count();
             Some(100.0 * same as f64 / n as f64)
         }
         CorrelationType::Temporal => {
@@ -581,7 +660,12 @@ fn fired(def: &CorrelationDef, key: &[String], g: &Group, v: f64) -> Correlation
     CorrelationMatch {
         rule: Arc::clone(&def.info),
         kind: def.kind,
-        group: def.group_by.iter().cloned().zip(key.iter().cloned()).collect(),
+        group: def
+            .group_by
+            .iter()
+            .cloned()
+            .zip(key.iter().cloned())
+            .collect(),
         value: v,
         first_ms: g.entries.front().map_or(0, |e| e.ts),
         last_ms: g.entries.back().map_or(0, |e| e.ts),
@@ -589,7 +673,12 @@ fn fired(def: &CorrelationDef, key: &[String], g: &Group, v: f64) -> Correlation
 }
 
 /// Decides an upper-bounded condition over the window `[start, start + span)`.
-fn close_window(def: &CorrelationDef, key: &[String], g: &mut Group, start: i64) -> Option<CorrelationMatch> {
+fn close_window(
+    def: &CorrelationDef,
+    key: &[String],
+    g: &mut Group,
+    start: i64,
+) -> Option<CorrelationMatch> {
     g.entries.retain(|e| e.ts < start + def.timespan_ms);
     let current = g.entries.back().and_then(|e| e.value.clone());
     let v = measure(def, g, current.as_deref())?;

@@ -26,10 +26,45 @@
 //!   values were folded at load time, so case-insensitive matching is a
 //!   plain byte comparison (`memchr` for substrings, Aho-Corasick for long
 //!   lists of substrings).
+//! * **Prefilter**: for each rule the loader derives a necessary condition
+//!   "field F contains one of these literals" from its non-negated
+//!   selections. A [`Route`] (cached per logsource) holds one Aho-Corasick
+//!   automaton per such field; per event, one pass over each field tells
+//!   which rules can possibly match, and only those are evaluated. A test
+//!   checks over all SigmaHQ Windows rules and the shared EVTX samples that
+//!   this changes no result.
 //! * **Mappings**: [`EngineConfig`] carries placeholder values and field
-//!   renames applied at load; [`windows`] normalizes EVTX records and routes
-//!   them (Sysmon, Security 4688 renames, Defender); the Linux sensor emits
+//!   renames applied at load ([`FieldMapping::macos_ecs`] for the Elastic
+//!   macOS events); [`windows`] normalizes EVTX records and routes them
+//!   (Sysmon, Security 4688 renames, Defender); the Linux sensor emits
 //!   Sysmon-for-Linux names, so Linux needs no mapping.
+//! * **Correlations** run in a [`Correlator`], a sans-IO state machine fed
+//!   with each event, its time and its matches (see [`correlation`] for the
+//!   window semantics and the memory bounds).
+//!
+//! # Semantics the specification leaves open
+//!
+//! * **Keywords** (a detection that is a plain list of values): a keyword
+//!   matches when it matches, as a substring with its wildcards, one value
+//!   of the event (any field, nested values included, numbers as decimal
+//!   text), case-insensitively. `'|all'` needs every keyword, each in some
+//!   value.
+//! * **Case**: insensitive by default for all of Unicode (per-character
+//!   lowercase folding), sensitive with `cased` and for `re` unless `re|i`.
+//! * **Types**: a YAML number equals the same number, or text reading as
+//!   it; a quoted value is text and matches a number's decimal form; `null`
+//!   matches a missing field or a null; `''` only an empty string; `neq`
+//!   and `fieldref` never match a missing field.
+//! * **Lists in events** (JSON arrays) match when one element matches.
+//! * **Filters** (Sigma filters specification): the filter's condition is
+//!   ANDed to the condition of the rules it names, as pySigma does, so a
+//!   filter says what to *keep* (`condition: not selection`). The
+//!   specification's example reads the other way (`condition: selection`
+//!   as what to drop). We follow pySigma because filters in use are written
+//!   and tested with pySigma-based tooling, and the two readings of the
+//!   same file are opposite: following the one its author tested with is
+//!   the only way not to invert it silently. A filter with no `rules`
+//!   applies to every rule of its logsource.
 //!
 //! # Example
 //!
@@ -75,12 +110,14 @@
 //! ```
 
 pub mod attack;
+mod attack_table;
 mod cidr;
 mod condition;
 mod config;
 pub mod correlation;
 mod error;
 mod event;
+mod fxhash;
 mod matcher;
 mod modifier;
 mod pattern;
@@ -89,10 +126,12 @@ mod ruleset;
 mod timestamp;
 pub mod windows;
 
-pub use attack::Tactic;
+pub use attack::{Tactic, Technique};
 pub use config::{EngineConfig, FieldMapping};
-pub use correlation::{CorrelationLimits, CorrelationMatch, CorrelationStats, CorrelationType, Correlator};
+pub use correlation::{
+    CorrelationLimits, CorrelationMatch, CorrelationStats, CorrelationType, Correlator,
+};
 pub use error::{ErrorKind, LoadError, Place, RuleError};
 pub use event::{Event, Value};
 pub use rule::{Level, RuleInfo, RuleLogSource, Status};
-pub use ruleset::{Loaded, LogSource, Match, MatchedField, RuleSet};
+pub use ruleset::{Loaded, LogSource, Match, MatchedField, Route, RuleSet};

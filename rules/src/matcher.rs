@@ -623,6 +623,37 @@ impl Ctx<'_> {
         })
     }
 
+    /// The first value of the event a keyword item matches (for `|all`,
+    /// the values each keyword matched, joined with `, `).
+    fn keyword_report(&mut self, pred: &Pred) -> Option<String> {
+        self.build_keyword_text();
+        let sc = &*self.scratch;
+        let first = |any: &AnyOf| {
+            sc.keyword_spans.iter().find_map(|(r, f)| {
+                let (raw, folded) = (&sc.keyword_raw[r.clone()], &sc.keyword_folded[f.clone()]);
+                let hit = any.sets.iter().any(|set| set.is_match_str(raw, folded))
+                    || any
+                        .others
+                        .iter()
+                        .any(|l| matches!(l, Leaf::Regex(re) if re.is_match(raw)));
+                hit.then(|| raw.to_owned())
+            })
+        };
+        match pred {
+            Pred::Any(any) => first(any),
+            Pred::All(alls) => {
+                let mut seen: Vec<String> = Vec::new();
+                for v in alls.iter().filter_map(first) {
+                    if !seen.contains(&v) {
+                        seen.push(v);
+                    }
+                }
+                (!seen.is_empty()).then(|| seen.join(", "))
+            }
+            Pred::NoneOf(_) | Pred::Exists(_) | Pred::FieldRef { .. } => None,
+        }
+    }
+
     fn keywords(&mut self, pred: &Pred) -> bool {
         self.build_keyword_text();
         match pred {
@@ -677,7 +708,9 @@ impl Ctx<'_> {
 
     /// The value that made a matching item match, for the alert.
     pub(crate) fn report(&mut self, item: &Item) -> Option<String> {
-        let id = item.field?;
+        let Some(id) = item.field else {
+            return self.keyword_report(&item.pred);
+        };
         let slot = self.slot(id);
         if !slot.present {
             return None;

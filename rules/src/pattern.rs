@@ -143,10 +143,9 @@ impl Pattern {
 /// path that allocates nothing once `out` has grown.
 pub(crate) fn fold_into(s: &str, out: &mut String) {
     if s.is_ascii() {
-        out.reserve(s.len());
-        for &b in s.as_bytes() {
-            out.push(char::from(b.to_ascii_lowercase()));
-        }
+        let start = out.len();
+        out.push_str(s);
+        out[start..].make_ascii_lowercase();
     } else {
         for c in s.chars() {
             if c.is_ascii() {
@@ -343,7 +342,12 @@ fn start_of_suffix(h: &str, seg: &[Tok]) -> Option<usize> {
     let mut end = h.len();
     for tok in seg.iter().rev() {
         match tok {
-            Tok::Lit(s) => end = end.checked_sub(s.len())?,
+            Tok::Lit(s) => {
+                end = end.checked_sub(s.len())?;
+                if !h.is_char_boundary(end) {
+                    return None;
+                }
+            }
             Tok::Any(n) => {
                 let mut it = h[..end].char_indices().rev();
                 for _ in 0..*n {
@@ -409,6 +413,15 @@ mod tests {
         assert!(!m("*?", ""));
         assert!(m("x*?*y", "xzy"));
         assert!(!m("x*?*y", "xy"));
+    }
+
+    /// Found by `globs_agree_with_a_regex_model`: the suffix segment's
+    /// start landed inside a multi-byte character and slicing panicked.
+    #[test]
+    fn regression_suffix_start_inside_multibyte_char() {
+        assert!(!m("*?a", "aé"));
+        assert!(m("*?a", "éa"));
+        assert!(!m("*?ab", "xéb"));
     }
 
     #[test]

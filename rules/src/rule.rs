@@ -281,7 +281,12 @@ impl CompiledRule {
                     continue;
                 }
                 for item in group {
-                    let name = item.key.split('|').next().unwrap_or_default();
+                    // Keyword items have no field: they report the value
+                    // that contained the keyword, under `keywords`.
+                    let name = match item.key.split('|').next() {
+                        Some("") | None => "keywords",
+                        Some(field) => field,
+                    };
                     if let Some(v) = ctx.report(item) {
                         if !out.iter().any(|(n, _)| n == name) {
                             out.push((name.to_owned(), v));

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
 
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -14,6 +14,7 @@ use crate::config::EngineConfig;
 use crate::correlation::{self, CorrelationDef, CorrelationLimits, Correlator};
 use crate::error::{ErrorKind, LoadError, Place, RuleError};
 use crate::event::Event;
+use crate::fxhash::FxHashMap;
 use crate::matcher::{Ctx, FieldId, Scratch};
 use crate::rule::{self, CompiledRule, FieldTable, Gate, RuleInfo, RuleLogSource};
 
@@ -79,6 +80,9 @@ pub struct Loaded {
 
 const NONE: u32 = u32::MAX;
 
+/// Largest literal set of one field that the prefilter compiles to a DFA.
+const DFA_MAX_PATTERNS: usize = 400;
+
 /// A compiled, immutable set of rules. Share it between threads with `Arc`;
 /// evaluation takes `&self`.
 #[derive(Debug)]
@@ -86,7 +90,7 @@ pub struct RuleSet {
     rules: Vec<CompiledRule>,
     fields: FieldTable,
     /// Logsource strings to small ids for the routing index.
-    names: HashMap<Box<str>, u32>,
+    names: FxHashMap<Box<str>, u32>,
     /// (product, category, service) of rules → rule indices.
     index: HashMap<[u32; 3], Vec<u32>>,
     /// Each rule's prefilter gate (see [`Route`]).
@@ -95,7 +99,7 @@ pub struct RuleSet {
     correlations: Vec<Arc<CorrelationDef>>,
     /// Routes built so far, keyed by interned logsources (names the set
     /// does not know collapse into one id, so the cache stays bounded).
-    routes: RwLock<HashMap<Vec<[u32; 3]>, Arc<Route>>>,
+    routes: RwLock<FxHashMap<Vec<[u32; 3]>, Arc<Route>>>,
     /// Identifies the set a [`Route`] was built for.
     id: u64,
 }
@@ -262,10 +266,23 @@ impl RuleSet {
     /// The route (rules and prefilter) for events of `sources`, built once
     /// and cached.
     pub fn route(&self, sources: &[LogSource]) -> Arc<Route> {
-        let key: Vec<[u32; 3]> = sources.iter().map(|s| self.key(s)).collect();
-        if let Some(r) = self.routes.read().unwrap_or_else(PoisonError::into_inner).get(&key) {
-            return Arc::clone(r);
+        // Look up without allocating: most events have one or two sources.
+        let mut small = [[0u32; 3]; 4];
+        if sources.len() <= small.len() {
+            for (slot, src) in small.iter_mut().zip(sources) {
+                *slot = self.key(src);
+            }
+            let key = &small[..sources.len()];
+            if let Some(r) = self
+                .routes
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(key)
+            {
+                return Arc::clone(r);
+            }
         }
+        let key: Vec<[u32; 3]> = sources.iter().map(|s| self.key(s)).collect();
         let route = Arc::new(self.build_route(sources));
         Arc::clone(
             self.routes
@@ -337,7 +354,13 @@ impl RuleSet {
         fields.sort_by_key(|(f, _)| f.map_or(-1, i64::from));
         let mut gates = Vec::new();
         for (field, (_, lits, unlocks)) in fields {
-            match AhoCorasick::new(&lits) {
+            // A DFA searches fastest, but its size grows with the patterns:
+            // over the thousands of Windows process_creation literals it
+            // costs seconds to build and ~100 MB; large sets get the crate's
+            // own choice (a contiguous NFA).
+            let kind = (lits.len() <= DFA_MAX_PATTERNS).then_some(AhoCorasickKind::DFA);
+            let built = AhoCorasick::builder().kind(kind).build(&lits);
+            match built {
                 Ok(ac) => gates.push(FieldGate { field, ac, unlocks }),
                 Err(_) => {
                     // No automaton: evaluate those rules unconditionally.
@@ -347,7 +370,12 @@ impl RuleSet {
                 }
             }
         }
-        Route { set_id: self.id, rules, ungated, gates }
+        Route {
+            set_id: self.id,
+            rules,
+            ungated,
+            gates,
+        }
     }
 
     fn run_route(
@@ -361,7 +389,11 @@ impl RuleSet {
         let mut bits = std::mem::take(&mut scratch.candidates);
         bits.clear();
         bits.extend_from_slice(&route.ungated);
-        let mut ctx = Ctx { event, names: &self.fields.names, scratch };
+        let mut ctx = Ctx {
+            event,
+            names: &self.fields.names,
+            scratch,
+        };
         for gate in &route.gates {
             let mut unlock = |text: &str| {
                 for m in gate.ac.find_overlapping_iter(text) {
@@ -575,7 +607,12 @@ impl<'a> Builder<'a> {
                 }
             };
             let Some(yaml_rust2::Yaml::Hash(filter)) = rule::get(&doc, "filter") else {
-                self.error(&path, Some(&doc), Place::Filter, ErrorKind::BadValue("`filter` must be a map".into()));
+                self.error(
+                    &path,
+                    Some(&doc),
+                    Place::Filter,
+                    ErrorKind::BadValue("`filter` must be a map".into()),
+                );
                 continue;
             };
             let targets: Vec<String> = match rule::get(filter, "rules") {
@@ -586,15 +623,21 @@ impl<'a> Builder<'a> {
             let mut detection = filter.clone();
             detection.remove(&yaml_rust2::Yaml::String("rules".into()));
             let ls = info.logsource.clone();
-            let compiled = match rule::compile_detection(&detection, info, self.config, &mut self.fields) {
-                Ok(c) => Arc::new(c),
-                Err((_, kind)) => {
-                    self.error(&path, Some(&doc), Place::Filter, kind);
-                    continue;
-                }
+            let compiled =
+                match rule::compile_detection(&detection, info, self.config, &mut self.fields) {
+                    Ok(c) => Arc::new(c),
+                    Err((_, kind)) => {
+                        self.error(&path, Some(&doc), Place::Filter, kind);
+                        continue;
+                    }
+                };
+            let known = |r: &CompiledRule, t: &str| {
+                r.info.id.as_deref() == Some(t) || r.info.name.as_deref() == Some(t)
             };
-            let known = |r: &CompiledRule, t: &str| r.info.id.as_deref() == Some(t) || r.info.name.as_deref() == Some(t);
-            if let Some(missing) = targets.iter().find(|t| !self.rules.iter().any(|r| known(r, t))) {
+            if let Some(missing) = targets
+                .iter()
+                .find(|t| !self.rules.iter().any(|r| known(r, t)))
+            {
                 let kind = ErrorKind::UnknownReference(missing.clone());
                 self.error(&path, Some(&doc), Place::Filter, kind);
                 continue;
@@ -645,7 +688,7 @@ impl<'a> Builder<'a> {
     fn finish(mut self) -> Loaded {
         self.resolve_filters();
         let correlations = self.resolve_correlations();
-        let mut names: HashMap<Box<str>, u32> = HashMap::new();
+        let mut names: FxHashMap<Box<str>, u32> = FxHashMap::default();
         let mut intern = |s: &Option<String>| -> u32 {
             match s {
                 None => NONE,
@@ -681,7 +724,7 @@ impl<'a> Builder<'a> {
                 index,
                 gates,
                 correlations,
-                routes: RwLock::new(HashMap::new()),
+                routes: RwLock::new(FxHashMap::default()),
                 id: NEXT_SET_ID.fetch_add(1, Ordering::Relaxed),
             },
             errors: self.errors,
@@ -693,7 +736,9 @@ impl<'a> Builder<'a> {
 /// `rule`: every field the filter sets is the rule's.
 fn logsource_covers(filter: &RuleLogSource, rule: &RuleLogSource) -> bool {
     let ok = |f: &Option<String>, r: &Option<String>| f.is_none() || f == r;
-    ok(&filter.product, &rule.product) && ok(&filter.category, &rule.category) && ok(&filter.service, &rule.service)
+    ok(&filter.product, &rule.product)
+        && ok(&filter.category, &rule.category)
+        && ok(&filter.service, &rule.service)
 }
 
 /// Deep merge for `action: global`: maps merge key by key, anything else in

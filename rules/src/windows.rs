@@ -17,7 +17,10 @@
 use serde_json::{Map, Value as Json};
 
 use crate::event::{Event, Value};
-use crate::ruleset::{LogSource, Match, RuleSet};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use crate::fxhash::FxHashMap;
+use crate::ruleset::{LogSource, Match, Route, RuleSet};
 
 /// Flattens one evtx-rs JSON record (`{"Event": {...}}`) into the field map
 /// rules see. Returns `None` for JSON that is not an event record.
@@ -341,7 +344,8 @@ impl<E: Event + ?Sized> Event for Aliased<'_, E> {
     }
 }
 
-/// Routes and evaluates one normalized Windows event.
+/// Routes and evaluates one normalized Windows event (builds the routing
+/// per call; [`Router`] caches it).
 pub fn evaluate(rules: &RuleSet, ev: &Map<String, Json>, out: &mut Vec<Match>) -> usize {
     let routing = route(ev);
     let aliased = Aliased {
@@ -349,6 +353,70 @@ pub fn evaluate(rules: &RuleSet, ev: &Map<String, Json>, out: &mut Vec<Match>) -
         aliases: routing.aliases,
     };
     rules.evaluate_sources(&routing.sources, &aliased, out)
+}
+
+/// Routes and evaluates normalized Windows events against one rule set,
+/// caching the route of each (channel, event id) so that an event costs no
+/// allocation before it matches. Share it between threads by reference.
+#[derive(Debug)]
+pub struct Router<'r> {
+    rules: &'r RuleSet,
+    cache: RwLock<FxHashMap<RouteKey, (Aliases, Arc<Route>)>>,
+}
+
+/// (index in `CHANNELS` or `usize::MAX`, event id, Sysmon 12 `EventType`
+/// class).
+type RouteKey = (usize, i64, u8);
+
+/// Distinct (channel, event id) pairs cached; past this, routes are built
+/// per event (event ids come from the logs, so the set is not bounded).
+const ROUTER_CACHE_MAX: usize = 4096;
+
+impl<'r> Router<'r> {
+    /// A router for `rules`.
+    #[must_use]
+    pub fn new(rules: &'r RuleSet) -> Self {
+        Router {
+            rules,
+            cache: RwLock::new(FxHashMap::default()),
+        }
+    }
+
+    /// Routes and evaluates one normalized event (see [`normalize_evtx`]).
+    pub fn evaluate(&self, ev: &Map<String, Json>, out: &mut Vec<Match>) -> usize {
+        let channel = ev.get("Channel").and_then(Json::as_str).unwrap_or_default();
+        let ch = CHANNELS
+            .iter()
+            .position(|(c, _)| c.eq_ignore_ascii_case(channel))
+            .unwrap_or(usize::MAX);
+        let eid = event_id(ev).unwrap_or(-1);
+        let class = match ev.get("EventType").and_then(Json::as_str) {
+            Some("CreateKey") => 1,
+            Some("DeleteKey" | "DeleteValue") => 2,
+            _ => 0,
+        };
+        let key = (ch, eid, class);
+        let cached = self
+            .cache
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        let (aliases, route) = match cached {
+            Some(hit) => hit,
+            None => {
+                let routing = route(ev);
+                let entry = (routing.aliases, self.rules.route(&routing.sources));
+                let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
+                if cache.len() < ROUTER_CACHE_MAX {
+                    cache.insert(key, entry.clone());
+                }
+                entry
+            }
+        };
+        self.rules
+            .evaluate_route(&route, &Aliased { event: ev, aliases }, out)
+    }
 }
 
 #[cfg(test)]
@@ -388,6 +456,22 @@ mod tests {
             .field("Image"),
             Some(Value::Str("C:\\x.exe".into()))
         );
+    }
+
+    #[test]
+    fn router_agrees_with_evaluate() {
+        let rule = "title: t\nlogsource: {product: windows, category: process_creation}\ndetection:\n    s:\n        Image|endswith: '\\\\x.exe'\n    condition: s\n";
+        let set = RuleSet::from_sources([("t.yml", rule)], &crate::EngineConfig::new()).rules;
+        let router = Router::new(&set);
+        let sysmon = serde_json::json!({"EventID": 1, "Channel": "Microsoft-Windows-Sysmon/Operational", "Image": "C:\\x.exe"});
+        let security = serde_json::json!({"EventID": "4688", "Channel": "Security", "NewProcessName": "C:\\x.exe"});
+        let other = serde_json::json!({"EventID": 4689, "Channel": "Security", "NewProcessName": "C:\\x.exe"});
+        for (ev, want) in [(&sysmon, 1), (&security, 1), (&other, 0), (&security, 1)] {
+            let ev = ev.as_object().unwrap();
+            let mut out = Vec::new();
+            assert_eq!(router.evaluate(ev, &mut out), want);
+            assert_eq!(evaluate(&set, ev, &mut Vec::new()), want);
+        }
     }
 
     #[test]

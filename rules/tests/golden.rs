@@ -5,8 +5,11 @@
 //!   the logsource of the case's first rule), or `{"windows": {...}}` for a
 //!   Windows record (evtx JSON or already flat) routed by channel and id;
 //! - optionally `config.json`: `{"placeholders": {"name": ["value", ...]}}`;
+//!   A line may carry `"ts"` (milliseconds; default: line number × 1000) for
+//!   correlation rules, or be `{"advance": ms}` to move correlation time;
 //! - `expected.jsonl`: the load errors, then every match as
-//!   `{"line", "rule", "level", "fields"}`.
+//!   `{"line", "rule", "level", "fields"}` and every fired correlation as
+//!   `{"line", "correlation", "value", "group", "first", "last"}`.
 //!
 //! `expected.jsonl` is only ever written by the bless command:
 //! `PICKET_BLESS=1 cargo test -p picket-rules --test golden`.
@@ -15,7 +18,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use picket_rules::{windows, EngineConfig, LogSource, RuleSet};
+use picket_rules::{
+    windows, CorrelationLimits, CorrelationMatch, EngineConfig, LogSource, RuleSet,
+};
 use serde_json::Value;
 
 fn logsource(v: &Value) -> LogSource {
@@ -71,11 +76,43 @@ fn run_case(dir: &Path) -> String {
     });
     let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap_or_default();
     let mut matches = Vec::new();
+    let mut correlator = loaded.rules.correlator(CorrelationLimits::default());
+    let mut fired = Vec::new();
+    let q = |v: &str| Value::String(v.to_owned()).to_string();
+    let write_fired = |out: &mut String, line: usize, fired: &mut Vec<CorrelationMatch>| {
+        for c in fired.drain(..) {
+            let group: Vec<String> = c
+                .group
+                .iter()
+                .map(|(k, v)| format!("{}:{}", q(k), q(v)))
+                .collect();
+            let rule = c.rule.id.clone().unwrap_or_else(|| c.rule.title.clone());
+            writeln!(
+                out,
+                "{{\"line\":{line},\"correlation\":{},\"value\":{},\"group\":{{{}}},\"first\":{},\"last\":{}}}",
+                q(&rule),
+                c.value,
+                group.join(","),
+                c.first_ms,
+                c.last_ms
+            )
+            .expect("write to string");
+        }
+    };
     for (n, line) in events.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         let rec: Value = serde_json::from_str(line).expect("events.jsonl line is JSON");
+        if let Some(t) = rec.get("advance").and_then(Value::as_i64) {
+            correlator.advance(t, &mut fired);
+            write_fired(&mut out, n + 1, &mut fired);
+            continue;
+        }
+        let ts = rec
+            .get("ts")
+            .and_then(Value::as_i64)
+            .unwrap_or(i64::try_from(n).expect("line") * 1000);
         let ls = rec
             .get("logsource")
             .map(logsource)
@@ -92,13 +129,17 @@ fn run_case(dir: &Path) -> String {
         } else {
             let event = rec.get("event").expect("line has an `event` or `windows`");
             loaded.rules.evaluate(&ls, event, &mut matches);
+            correlator.process(ts, event, &mut matches, &mut fired);
         }
         matches.sort_by(|a, b| a.rule.title.cmp(&b.rule.title));
         for m in &matches {
             // Written by hand so that the text does not depend on whether
             // serde_json keeps key order (a feature other crates may turn on).
-            let q = |v: &str| Value::String(v.to_owned()).to_string();
-            let mut fields: Vec<_> = m.fields.iter().map(|f| format!("{}:{}", q(&f.name), q(&f.value))).collect();
+            let mut fields: Vec<_> = m
+                .fields
+                .iter()
+                .map(|f| format!("{}:{}", q(&f.name), q(&f.value)))
+                .collect();
             fields.sort();
             let rule = m.rule.id.clone().unwrap_or_else(|| m.rule.title.clone());
             let level = m.rule.level.map_or("null".to_owned(), |l| q(l.as_str()));
@@ -111,6 +152,7 @@ fn run_case(dir: &Path) -> String {
             )
             .expect("write to string");
         }
+        write_fired(&mut out, n + 1, &mut fired);
     }
     out
 }

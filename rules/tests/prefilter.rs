@@ -45,9 +45,13 @@ fn prefilter_changes_nothing() {
     let (mut records, mut fast_hits, mut slow_hits) = (0usize, BTreeSet::new(), BTreeSet::new());
     let mut out = Vec::new();
     for file in &files {
-        let Ok(mut parser) = evtx::EvtxParser::from_path(file) else { continue };
+        let Ok(mut parser) = evtx::EvtxParser::from_path(file) else {
+            continue;
+        };
         for rec in parser.records_json_value().flatten() {
-            let Some(flat) = windows::normalize_evtx(&rec.data) else { continue };
+            let Some(flat) = windows::normalize_evtx(&rec.data) else {
+                continue;
+            };
             records += 1;
             for (set, hits) in [(&fast, &mut fast_hits), (&slow, &mut slow_hits)] {
                 out.clear();
@@ -58,9 +62,16 @@ fn prefilter_changes_nothing() {
             }
         }
     }
-    println!("{} files, {records} records, {} matches", files.len(), slow_hits.len());
+    println!(
+        "{} files, {records} records, {} matches",
+        files.len(),
+        slow_hits.len()
+    );
     let missed: Vec<_> = slow_hits.difference(&fast_hits).take(20).collect();
     let extra: Vec<_> = fast_hits.difference(&slow_hits).take(20).collect();
-    assert!(missed.is_empty() && extra.is_empty(), "missed {missed:?}, extra {extra:?}");
+    assert!(
+        missed.is_empty() && extra.is_empty(),
+        "missed {missed:?}, extra {extra:?}"
+    );
     assert!(records > 1000, "too few records: {records}");
 }

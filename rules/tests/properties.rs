@@ -146,3 +146,81 @@ proptest! {
         prop_assert_eq!(fires(&not_null, &event), state >= 2);
     }
 }
+
+/// A pattern token for the glob model below.
+#[derive(Debug, Clone)]
+enum Tok {
+    Char(char),
+    Star,
+    One,
+}
+
+fn tok() -> impl Strategy<Value = Tok> {
+    prop_oneof![
+        4 => prop::sample::select(vec!['a', 'b', 'é', 'ß', 'Σ', '\\', '*', '?', '.']).prop_map(Tok::Char),
+        1 => Just(Tok::Star),
+        1 => Just(Tok::One),
+    ]
+}
+
+/// Per-character lowercase folding, as the engine documents it.
+fn fold(s: &str) -> String {
+    s.chars().flat_map(char::to_lowercase).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Wildcard matching agrees with a regular-expression model of the same
+    /// pattern (on folded text), and never panics on multi-byte text.
+    #[test]
+    fn globs_agree_with_a_regex_model(
+        toks in proptest::collection::vec(tok(), 0..8),
+        hay in proptest::collection::vec(prop::sample::select(vec!['a', 'b', 'é', 'É', 'ß', 'Σ', 'σ', '\\', '*', '?', '.']), 0..10),
+    ) {
+        let hay: String = hay.into_iter().collect();
+        let mut sigma = String::new();
+        let mut re = String::from("(?s)^");
+        for t in &toks {
+            match t {
+                Tok::Char(c) => {
+                    if matches!(c, '*' | '?' | '\\') {
+                        sigma.push('\\');
+                    }
+                    sigma.push(*c);
+                    re.push_str(&regex::escape(&fold(&c.to_string())));
+                }
+                Tok::Star => {
+                    sigma.push('*');
+                    re.push_str(".*");
+                }
+                Tok::One => {
+                    sigma.push('?');
+                    re.push('.');
+                }
+            }
+        }
+        re.push('$');
+        let model = regex::Regex::new(&re).expect("model regex").is_match(&fold(&hay));
+        let set = one_rule(&format!("s:\n    A: {}\ncondition: s", yaml_quote(&sigma)));
+        prop_assert_eq!(fires(&set, &ev("A", hay.clone())), model, "pattern {:?} on {:?}", sigma, hay);
+    }
+}
+
+const VALID: &str = "title: t\nid: x\nlogsource:\n    product: test\ndetection:\n    sel:\n        A|contains|all:\n            - 'a*b'\n            - c\n    filter:\n        B|re: '^x'\n    condition: sel and not filter\n";
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Loading never panics, whatever the text: a damaged rule is an error.
+    #[test]
+    fn loading_never_panics(start in 0usize..VALID.len(), len in 0usize..20, junk in "[ -~\n|*?\\\\:'\"\\[\\]{}%-]{0,20}") {
+        let start = (0..=start).rev().find(|&i| VALID.is_char_boundary(i)).unwrap_or(0);
+        let end = (start + len).min(VALID.len());
+        let text = format!("{}{}{}", &VALID[..start], junk, &VALID[end..]);
+        let loaded = picket_rules::RuleSet::from_sources([("f.yml", text)], &picket_rules::EngineConfig::new());
+        // A junk `---` may split the text into documents; never more rules than one.
+        prop_assert!(loaded.rules.len() <= 1);
+        let _ = fires(&loaded.rules, &json!({"A": "xaxbxc", "B": "y"}));
+    }
+}
