@@ -79,6 +79,7 @@ struct RawDaemon {
 #[serde(deny_unknown_fields)]
 struct RawBus {
     capacity: usize,
+    coalesce_us: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,6 +253,8 @@ pub struct Config {
     pub log_level: String,
     /// Per-subscriber queue length of the event bus.
     pub bus_capacity: usize,
+    /// How long the sensor lets records gather in the rings after a drain.
+    pub coalesce: Duration,
     /// Prometheus endpoint, if enabled.
     pub metrics_listen: Option<SocketAddr>,
     /// Alert output.
@@ -399,6 +402,9 @@ impl Config {
         if raw.bus.capacity == 0 || raw.bus.capacity > 1 << 20 {
             return Err(invalid("bus.capacity", "must be between 1 and 1048576"));
         }
+        if raw.bus.coalesce_us > 100_000 {
+            return Err(invalid("bus.coalesce_us", "must be at most 100000 (0.1 s)"));
+        }
         let metrics_listen =
             if raw.metrics.enabled {
                 Some(raw.metrics.listen.parse::<SocketAddr>().map_err(|e| {
@@ -488,6 +494,7 @@ impl Config {
             log_format: raw.daemon.log_format,
             log_level: raw.daemon.log_level,
             bus_capacity: raw.bus.capacity,
+            coalesce: Duration::from_micros(raw.bus.coalesce_us),
             metrics_listen,
             alerts,
             events,

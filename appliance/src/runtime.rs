@@ -267,7 +267,11 @@ impl Module for KernelModule {
     }
     fn stop(&mut self, ctx: &ModuleContext) {
         if let Some(k) = &ctx.kernel {
-            let _ = k.send(Control::Stop(self.name));
+            let (tx, rx) = mpsc::channel();
+            if k.send(Control::Stop(self.name, tx)).is_ok() {
+                // detached when this returns (or the sensor thread is gone)
+                let _ = rx.recv_timeout(std::time::Duration::from_secs(10));
+            }
         }
         self.running = false;
     }
@@ -788,6 +792,7 @@ fn start_sensor(
     let (tx, rx) = mpsc::channel();
     let handles = SensorHandles {
         registry: registry.clone(),
+        coalesce: config.coalesce,
         stop: stop.clone(),
     };
     let bus = bus.clone();

@@ -25,8 +25,8 @@ pub enum Control {
     /// (loading runs the verifier, which takes seconds; it must not stall
     /// the rings of modules already running).
     Start(Box<LoadedProbes>),
-    /// Stop (detach) a module.
-    Stop(&'static str),
+    /// Stop (detach) a module; the reply comes once its probes are detached.
+    Stop(&'static str, mpsc::Sender<()>),
     /// Rewrite a running module's settings maps.
     Reload(
         &'static str,
@@ -47,6 +47,8 @@ struct ModuleState {
 pub struct SensorHandles {
     /// Metric registry.
     pub registry: Registry,
+    /// Pause after a drain that found records (see `bus.coalesce_us`).
+    pub coalesce: Duration,
     /// Set to stop the thread.
     pub stop: Arc<AtomicBool>,
 }
@@ -134,7 +136,7 @@ pub fn run(
                     // the process ring is drained first
                     modules.sort_by_key(|m| m.probes.module != "process");
                 }
-                Control::Stop(name) => {
+                Control::Stop(name, reply) => {
                     if let Some(m) = modules.iter().find(|m| m.probes.module == name) {
                         // SAFETY: valid epoll fd and ring fd.
                         unsafe {
@@ -147,6 +149,7 @@ pub fn run(
                         };
                     }
                     modules.retain(|m| m.probes.module != name);
+                    let _ = reply.send(());
                 }
                 Control::Reload(name, settings, reply) => {
                     let r = match modules.iter_mut().find(|m| m.probes.module == name) {
@@ -165,7 +168,10 @@ pub fn run(
             tracing::error!("epoll_wait: {}", std::io::Error::last_os_error());
             std::thread::sleep(Duration::from_millis(100));
         }
-        drain_all(&mut modules, &mut decoder, &mut events, bus, &ring_latency);
+        let read = drain_all(&mut modules, &mut decoder, &mut events, bus, &ring_latency);
+        if read > 0 && !handles.coalesce.is_zero() {
+            std::thread::sleep(handles.coalesce);
+        }
 
         if last_housekeeping.elapsed() >= Duration::from_millis(100) {
             last_housekeeping = std::time::Instant::now();
@@ -201,7 +207,8 @@ fn drain_all(
     events: &mut Vec<crate::event::Event>,
     bus: &Bus,
     ring_latency: &crate::telemetry::Histogram,
-) {
+) -> usize {
+    let mut read = 0;
     for m in modules.iter_mut() {
         let name = m.probes.module;
         let mut batch = 0;
@@ -219,6 +226,7 @@ fn drain_all(
             }
             drop(item);
             batch += 1;
+            read += 1;
             // bound the latency of other rings under a flood
             if batch >= 4096 {
                 break;
@@ -229,6 +237,7 @@ fn drain_all(
         }
         publish(bus, events, Some(&m.published));
     }
+    read
 }
 
 fn publish(bus: &Bus, events: &mut Vec<crate::event::Event>, counter: Option<&Counter>) {
