@@ -45,6 +45,10 @@ pub const BUILTIN_RULES: &[(&str, &str)] = &[
         "builtin/setuid_root.yml",
         include_str!("../rules/setuid_root.yml"),
     ),
+    (
+        "builtin/setuid_bit.yml",
+        include_str!("../rules/setuid_bit.yml"),
+    ),
 ];
 
 /// Wraps an event for the engine.

@@ -13,7 +13,7 @@
 //! | `file_create`, `file_write` | `file_event` | `Image`, `TargetFilename`, `ProcessId`, `User`, `Created` |
 //! | `file_delete` | `file_delete` | `Image`, `TargetFilename` |
 //! | `file_rename` | `file_rename` | `Image`, `SourceFilename`, `TargetFilename` |
-//! | `file_chmod`, `file_chown` | `file_change` | `Image`, `TargetFilename`, `Mode`, `OwnerUid`, `OwnerGid` |
+//! | `file_chmod`, `file_chown` | `file_change` | `Image`, `TargetFilename`, `Mode`, `SetUid`, `SetGid`, `OwnerUid`, `OwnerGid` |
 //! | `file_link` | `file_event` | `Image`, `TargetFilename` (the new link), `LinkTarget`, `Symbolic` |
 //! | `net_connect`, `net_accept` | `network_connection` | `Image`, `User`, `Protocol`, `Initiated` (`"true"` for connect), `SourceIp`, `SourcePort`, `SourceIsIpv6`, `DestinationIp`, `DestinationPort`, `DestinationIsIpv6`, `Success` |
 //! | `net_bind`, `net_listen` | `network_listen` | as above, local end in `SourceIp`/`SourcePort` |
@@ -479,6 +479,9 @@ impl Event {
             Kind::FileChmod { path, mode } => match name {
                 "TargetFilename" => s(path),
                 "Mode" => Some(Int(i64::from(*mode))),
+                // Sigma has no bitwise test: the set-id bits as flags
+                "SetUid" => Some(Bool(mode & 0o4000 != 0)),
+                "SetGid" => Some(Bool(mode & 0o2000 != 0)),
                 _ => None,
             },
             Kind::FileChown { path, uid, gid } => match name {

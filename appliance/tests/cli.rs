@@ -157,3 +157,47 @@ fn replay_runs_detection_and_reports_bad_lines_without_losing_good_ones() {
     );
     assert_eq!(got[0]["author"], "Picket");
 }
+
+#[test]
+fn the_demo_recording_replays_to_its_alerts() {
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/attacks.jsonl");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    let c = picket_appliance::config::DEFAULT_CONFIG
+        .replace("enabled = true\nlisten", "enabled = false\nlisten");
+    std::fs::write(&cfg, c).unwrap();
+    let out = picketd()
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "replay",
+            demo.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut titles: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["rule_title"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    titles.sort();
+    assert_eq!(
+        titles,
+        [
+            "Download Piped Into a Shell",
+            "Fileless Execution From Memory (memfd or Deleted Binary)",
+            "Set-UID or Set-GID Bit Set on a File",
+            "Shell Redirected to a Network Socket via /dev/tcp",
+        ]
+    );
+}

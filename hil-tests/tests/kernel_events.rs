@@ -664,3 +664,19 @@ fn picketd_does_not_see_itself_and_exports_metrics() {
     }
     assert!(d.metric("picket_events_published_total", "module=\"process\"") > 0.0);
 }
+
+#[test]
+fn setuid_bit_raises_an_alert() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = d();
+    let dir = scratch();
+    let f = dir.join("suid-copy");
+    std::fs::copy("/bin/true", &f).unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let a = d.wait_alert("suid alert", |a| {
+        a["rule_title"] == "Set-UID or Set-GID Bit Set on a File"
+            && a["event"]["kind"]["path"] == f.to_str().unwrap()
+    });
+    assert_eq!(a["event"]["kind"]["mode"], 0o4755);
+    assert_eq!(a["techniques"], json!(["T1548.001"]));
+}
