@@ -11,7 +11,7 @@
 use picket_hil_tests::{pid_of, set, ty, Options, Picketd};
 use serde_json::{json, Value};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -34,8 +34,11 @@ fn shared() -> &'static Shared {
         std::fs::write(&fim_file, "root:x:0:0:root:/root:/bin/sh\n").unwrap();
         let auth_log = fim_dir.join("auth.log");
         std::fs::write(&auth_log, "").unwrap();
-        // picketd serves /dev/log when no syslog daemon does (CI machines)
-        let syslog = !Path::new("/dev/log").exists();
+        // picketd serves /dev/log when no syslog daemon does (CI machines);
+        // a socket nobody answers on is stale and picketd replaces it
+        let syslog = std::os::unix::net::UnixDatagram::unbound()
+            .and_then(|s| s.connect("/dev/log"))
+            .is_err();
         let (f, a) = (fim_file.clone(), auth_log.clone());
         let d = Picketd::start(Options {
             edit: Box::new(move |c, _| {
