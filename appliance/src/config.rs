@@ -110,7 +110,7 @@ struct RawModules {
     process: RawKernelModule,
     file: RawFileModule,
     network: RawNetworkModule,
-    syscalls: RawKernelModule,
+    syscalls: RawSyscallsModule,
     auth: RawAuthModule,
     fim: RawFimModule,
 }
@@ -120,6 +120,14 @@ struct RawModules {
 struct RawKernelModule {
     enabled: bool,
     ring_buffer_bytes: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSyscallsModule {
+    enabled: bool,
+    ring_buffer_bytes: u32,
+    raw_syscalls_fallback: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -275,6 +283,9 @@ pub struct Config {
     pub network: NetworkModuleConfig,
     /// Privilege/kernel syscalls module.
     pub syscalls: KernelModuleConfig,
+    /// Watch module syscalls through `raw_syscalls` on kernels without
+    /// their tracepoints.
+    pub raw_syscalls_fallback: bool,
     /// Auth log module.
     pub auth: AuthModuleConfig,
     /// File integrity module.
@@ -505,6 +516,7 @@ impl Config {
             file,
             network,
             syscalls,
+            raw_syscalls_fallback: m.syscalls.raw_syscalls_fallback,
             auth,
             fim,
         })

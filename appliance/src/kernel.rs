@@ -284,6 +284,8 @@ pub struct ProbeSettings {
     pub watch_prefixes: Vec<String>,
     /// Ignored path prefixes (file module).
     pub ignore_prefixes: Vec<String>,
+    /// Attach the `raw_syscalls` fallback where it applies (syscalls module).
+    pub raw_syscalls_fallback: bool,
 }
 
 /// A module's probes, loaded and attached.
@@ -324,7 +326,11 @@ impl LoadedProbes {
     ) -> Result<Self, KernelError> {
         let module = object.module;
         let mut settings = settings.clone();
-        let fallback = missing_syscalls(tracefs_events, module);
+        let fallback = if settings.raw_syscalls_fallback {
+            missing_syscalls(tracefs_events, module)
+        } else {
+            Vec::new()
+        };
         for (i, (name, nr)) in FALLBACK_SYSCALLS.iter().enumerate() {
             settings.config.fallback_nr[i] = if fallback.contains(name) { *nr } else { 0 };
         }

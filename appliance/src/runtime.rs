@@ -201,6 +201,7 @@ fn kernel_settings(name: &str, config: &Config) -> (bool, ProbeSettings) {
         }
         _ => {
             s.ring_buffer_bytes = config.syscalls.ring_buffer_bytes;
+            s.raw_syscalls_fallback = config.raw_syscalls_fallback;
             config.syscalls.enabled
         }
     };

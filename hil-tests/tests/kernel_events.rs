@@ -48,6 +48,8 @@ fn shared() -> &'static Shared {
                     toml::Value::Array(vec![f.to_str().unwrap().into()]),
                 );
                 set(c, "modules.fim.settle_ms", 50);
+                // this kernel may lack the module syscalls' tracepoints
+                set(c, "modules.syscalls.raw_syscalls_fallback", true);
                 set(
                     c,
                     "modules.auth.log_files",
