@@ -32,7 +32,7 @@ static __always_inline void pk_mark_inflight(struct pk_record *r, __u32 op)
 	bpf_map_update_elem(&pk_sys_inflight, &tid, &op, BPF_ANY);
 }
 
-static __always_inline int pk_sys_exit(struct tp_syscall_exit *ctx)
+static __always_inline int pk_sys_exit_ret(void *ctx, long ret)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	__u32 *op = bpf_map_lookup_elem(&pk_sys_inflight, &tid);
@@ -44,9 +44,14 @@ static __always_inline int pk_sys_exit(struct tp_syscall_exit *ctx)
 	if (!r)
 		return 0;
 	r->body.sys_exit.op = o;
-	r->body.sys_exit.ret = ctx->ret;
+	r->body.sys_exit.ret = ret;
 	pk_record_submit(ctx, r, 0);
 	return 0;
+}
+
+static __always_inline int pk_sys_exit(struct tp_syscall_exit *ctx)
+{
+	return pk_sys_exit_ret(ctx, ctx->ret);
 }
 
 #define PK_EXIT_OF(tp)                                                           \
@@ -257,17 +262,5 @@ int pk_fallback_sys_exit(struct tp_raw_sys_exit *ctx)
 		return 0;
 	if (id != cfg->nr_init_module && id != cfg->nr_finit_module && id != cfg->nr_delete_module)
 		return 0;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u32 *op = bpf_map_lookup_elem(&pk_sys_inflight, &tid);
-	if (!op)
-		return 0;
-	__u32 o = *op;
-	bpf_map_delete_elem(&pk_sys_inflight, &tid);
-	struct pk_record *r = pk_record_begin(PK_SYS_EXIT);
-	if (!r)
-		return 0;
-	r->body.sys_exit.op = o;
-	r->body.sys_exit.ret = ctx->ret;
-	pk_record_submit(ctx, r, 0);
-	return 0;
+	return pk_sys_exit_ret(ctx, ctx->ret);
 }
