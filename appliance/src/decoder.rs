@@ -574,8 +574,9 @@ mod tests {
     use picket_probes::{decode, RecordBuilder};
 
     fn dec() -> Decoder {
-        let dir = std::env::temp_dir();
-        let passwd = dir.join("picket-test-passwd");
+        // one passwd file per decoder: tests run in parallel
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = dir.path().join("passwd");
         std::fs::write(&passwd, "root:x:0:0::/root:/bin/sh\n").unwrap();
         Decoder::with_roots(
             PathFilter {
