@@ -63,6 +63,23 @@ struct RawConfig {
     output: RawOutput,
     detection: RawDetection,
     modules: RawModules,
+    uplink: RawUplink,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUplink {
+    enabled: bool,
+    broker: String,
+    ca_file: PathBuf,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    identity_file: PathBuf,
+    spool_dir: PathBuf,
+    spool_budget_bytes: u64,
+    batch_delay_ms: u64,
+    heartbeat_interval_secs: u64,
+    compression: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,6 +263,33 @@ pub struct FimModuleConfig {
     pub rescan_interval: Duration,
 }
 
+/// Where and how alerts go to the fleet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UplinkSettings {
+    /// Broker host name or address.
+    pub broker_host: String,
+    /// Broker TLS port.
+    pub broker_port: u16,
+    /// Fleet CA (PEM): the only trust anchor for the broker's certificate.
+    pub ca_file: PathBuf,
+    /// Device certificate (PEM).
+    pub cert_file: PathBuf,
+    /// Device TLS key (PEM).
+    pub key_file: PathBuf,
+    /// Ed25519 signing identity, created on first start with mode 0600.
+    pub identity_file: PathBuf,
+    /// Spool directory.
+    pub spool_dir: PathBuf,
+    /// Disk budget of the spool.
+    pub spool_budget_bytes: u64,
+    /// Longest wait to fill a batch.
+    pub batch_delay: Duration,
+    /// Heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// DEFLATE alert batches (the backend must accept the flag).
+    pub compression: bool,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -290,6 +334,8 @@ pub struct Config {
     pub auth: AuthModuleConfig,
     /// File integrity module.
     pub fim: FimModuleConfig,
+    /// Forwarding to the fleet, if enabled.
+    pub uplink: Option<UplinkSettings>,
 }
 
 /// TCP state names as the kernel numbers them.
@@ -498,7 +544,68 @@ impl Config {
             settle: Duration::from_millis(m.fim.settle_ms),
             rescan_interval: Duration::from_secs(m.fim.rescan_interval_secs),
         };
+        let u = raw.uplink;
+        let uplink = if u.enabled {
+            let (host, port) = u
+                .broker
+                .rsplit_once(':')
+                .and_then(|(h, p)| {
+                    Some((
+                        h.trim_matches(['[', ']']).to_owned(),
+                        p.parse::<u16>().ok()?,
+                    ))
+                })
+                .filter(|(h, _)| !h.is_empty())
+                .ok_or_else(|| {
+                    invalid("uplink.broker", format!("`{}` is not HOST:PORT", u.broker))
+                })?;
+            for (key, p) in [
+                ("uplink.ca_file", &u.ca_file),
+                ("uplink.cert_file", &u.cert_file),
+                ("uplink.key_file", &u.key_file),
+                ("uplink.identity_file", &u.identity_file),
+                ("uplink.spool_dir", &u.spool_dir),
+            ] {
+                if !p.is_absolute() {
+                    return Err(invalid(key, "must be an absolute path"));
+                }
+            }
+            if u.spool_budget_bytes < 1 << 20 {
+                return Err(invalid(
+                    "uplink.spool_budget_bytes",
+                    "must be at least 1048576",
+                ));
+            }
+            if u.batch_delay_ms == 0 || u.batch_delay_ms > 60_000 {
+                return Err(invalid(
+                    "uplink.batch_delay_ms",
+                    "must be between 1 and 60000",
+                ));
+            }
+            if u.heartbeat_interval_secs == 0 {
+                return Err(invalid(
+                    "uplink.heartbeat_interval_secs",
+                    "must be at least 1",
+                ));
+            }
+            Some(UplinkSettings {
+                broker_host: host,
+                broker_port: port,
+                ca_file: u.ca_file,
+                cert_file: u.cert_file,
+                key_file: u.key_file,
+                identity_file: u.identity_file,
+                spool_dir: u.spool_dir,
+                spool_budget_bytes: u.spool_budget_bytes,
+                batch_delay: Duration::from_millis(u.batch_delay_ms),
+                heartbeat_interval: Duration::from_secs(u.heartbeat_interval_secs),
+                compression: u.compression,
+            })
+        } else {
+            None
+        };
         Ok(Config {
+            uplink,
             data_dir: raw.daemon.data_dir,
             ignore_self: raw.daemon.ignore_self,
             ignore_images: raw.daemon.ignore_images,
@@ -582,6 +689,19 @@ mod tests {
             e.to_string().contains("modules.file.watch_prefixes[0]"),
             "{e}"
         );
+        let e = with(
+            "enabled = false\nbroker = \"127.0.0.1:8883\"",
+            "enabled = true\nbroker = \"127.0.0.1\"",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("uplink.broker"), "{e}");
+        let c = with(
+            "enabled = false\nbroker = \"127.0.0.1:8883\"",
+            "enabled = true\nbroker = \"[::1]:8883\"",
+        )
+        .unwrap();
+        let u = c.uplink.unwrap();
+        assert_eq!((u.broker_host.as_str(), u.broker_port), ("::1", 8883));
         let e = Config::from_toml("this is not toml").unwrap_err();
         assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
     }

@@ -51,6 +51,7 @@ pub mod detect;
 pub mod enrich;
 pub mod event;
 pub mod fim;
+pub mod forward;
 pub mod kernel;
 pub mod runtime;
 pub mod sensor;

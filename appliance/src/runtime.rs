@@ -589,6 +589,37 @@ pub async fn run(
             },
         );
     }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // forwarding to the fleet: live runs only (a replay is not news)
+    let uplink = match (&config.uplink, &opts.source) {
+        (Some(u), Source::Live) => crate::forward::start(u, stop_rx.clone()),
+        _ => None,
+    };
+    let spool = uplink.as_ref().map(|(s, _)| s.clone());
+    let spool_refused = registry.counter(
+        "picket_alerts_spool_refused_total",
+        "alerts the spool could not take (storage error or larger than the budget)",
+        &[],
+    );
+    if let Some(sp) = &spool {
+        let sp = sp.clone();
+        registry.gauge(
+            "picket_spool_depth",
+            "alerts waiting in the spool",
+            move |v| {
+                let st = sp.stats();
+                v.push((String::new(), st.depth as f64));
+            },
+        );
+        let sp = spool.clone().expect("spool present");
+        registry.gauge(
+            "picket_spool_evictions_total",
+            "alerts evicted from the full spool",
+            move |v| {
+                v.push((String::new(), sp.stats().evictions_total() as f64));
+            },
+        );
+    }
     let detector = match detect_rx {
         Some(mut rx) => {
             let loaded = detect::load_rules(&config.rules_dirs, &config.placeholders);
@@ -605,6 +636,8 @@ pub async fn run(
             let rules = loaded.rules;
             let latency = latency.clone();
             let source_kind = opts.source.clone();
+            let spool = spool.clone();
+            let spool_refused = spool_refused.clone();
             Some(
                 std::thread::Builder::new()
                     .name("picket-detect".into())
@@ -625,6 +658,12 @@ pub async fn run(
                                 detect::evaluate(&rules, ev, &mut scratch, &mut alerts);
                                 for a in alerts.drain(..) {
                                     alerts_total.fetch_add(1, Ordering::Relaxed);
+                                    if let Some(sp) = &spool {
+                                        if let Err(e) = crate::forward::push(sp, &a) {
+                                            spool_refused.fetch_add(1, Ordering::Relaxed);
+                                            tracing::warn!("alert {} not spooled: {e}", a.alert_id);
+                                        }
+                                    }
                                     if let Some(w) = w.as_mut() {
                                         let _ = serde_json::to_writer(&mut *w, &a);
                                         let _ = w.write_all(b"\n");
@@ -658,7 +697,6 @@ pub async fn run(
     }
 
     // metrics
-    let (stop_tx, stop_rx) = watch::channel(false);
     if let Some(addr) = config.metrics_listen {
         match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => {
@@ -752,9 +790,19 @@ pub async fn run(
     drop(ctx);
     drop(modules);
     drop(bus);
-    let _ = stop_tx.send(true);
     if let Some(d) = detector {
         let _ = tokio::task::spawn_blocking(move || d.join()).await;
+    }
+    // every alert is in the spool now; make it durable, then let the
+    // uplink finish what is in flight
+    if let Some(sp) = &spool {
+        if let Err(e) = sp.flush() {
+            tracing::error!("spool flush at shutdown: {e}");
+        }
+    }
+    let _ = stop_tx.send(true);
+    if let Some((_, task)) = uplink {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
     }
     for w in writers {
         let _ = tokio::task::spawn_blocking(move || w.join()).await;
