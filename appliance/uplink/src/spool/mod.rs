@@ -663,22 +663,14 @@ impl Spool {
                 stored = false;
                 next.evictions[level] += 1;
             } else {
-                let mut need = total + cost - budget;
-                'levels: for l in 0..=level {
-                    for item in self.inner.db.range(key(l, 0)..=key(l, u64::MAX)) {
-                        let (k, v) = item.map_err(|e| self.storage(e))?;
-                        let c = (k.len() + v.len()) as u64;
-                        batch.remove(k);
-                        next.count[l] -= 1;
-                        next.bytes[l] -= c;
-                        next.evictions[l] += 1;
-                        evicted += 1;
-                        need = need.saturating_sub(c);
-                        if need == 0 {
-                            break 'levels;
-                        }
-                    }
-                }
+                evicted = evict_oldest(
+                    &self.inner.db,
+                    &mut next,
+                    &mut batch,
+                    level,
+                    total + cost - budget,
+                )
+                .map_err(|e| self.storage(e))?;
             }
             batch.insert(
                 &EVICTIONS_KEY,
@@ -1034,16 +1026,19 @@ fn flusher(durability: &Durability<'_>, stop: &(Mutex<bool>, Condvar), interval:
     }
 }
 
-/// Evicts (lowest level, oldest first) until the records fit `budget`;
-/// used after a salvage brought back more than fits.
-fn evict_to_budget(db: &sled::Db, st: &mut State, budget: u64) -> Result<u64, sled::Error> {
-    let mut over = st.bytes.iter().sum::<u64>().saturating_sub(budget);
-    if over == 0 {
-        return Ok(0);
-    }
-    let mut batch = sled::Batch::default();
+/// Adds to `batch` the removal of the oldest records of the lowest levels
+/// (up to `max_level`) until `need` bytes are freed, and counts them in `st`;
+/// returns how many. The one eviction order of the spool: a push that needs
+/// room and a reopen over budget both use it.
+fn evict_oldest(
+    db: &sled::Db,
+    st: &mut State,
+    batch: &mut sled::Batch,
+    max_level: usize,
+    mut need: u64,
+) -> Result<u64, sled::Error> {
     let mut evicted = 0;
-    'levels: for l in 0..LEVELS {
+    for l in 0..=max_level {
         for item in db.range(key(l, 0)..=key(l, u64::MAX)) {
             let (k, v) = item?;
             let c = (k.len() + v.len()) as u64;
@@ -1052,12 +1047,24 @@ fn evict_to_budget(db: &sled::Db, st: &mut State, budget: u64) -> Result<u64, sl
             st.bytes[l] -= c;
             st.evictions[l] += 1;
             evicted += 1;
-            over = over.saturating_sub(c);
-            if over == 0 {
-                break 'levels;
+            need = need.saturating_sub(c);
+            if need == 0 {
+                return Ok(evicted);
             }
         }
     }
+    Ok(evicted)
+}
+
+/// Evicts (lowest level, oldest first) until the records fit `budget`;
+/// used after a salvage brought back more than fits.
+fn evict_to_budget(db: &sled::Db, st: &mut State, budget: u64) -> Result<u64, sled::Error> {
+    let over = st.bytes.iter().sum::<u64>().saturating_sub(budget);
+    if over == 0 {
+        return Ok(0);
+    }
+    let mut batch = sled::Batch::default();
+    let evicted = evict_oldest(db, st, &mut batch, LEVELS - 1, over)?;
     batch.insert(
         &EVICTIONS_KEY,
         record::encode_counters(EVICTIONS_MAGIC, &st.evictions),
