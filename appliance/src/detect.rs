@@ -193,21 +193,16 @@ pub fn load_rules(
 }
 
 fn collect_yaml(dir: &std::path::Path, out: &mut Vec<(PathBuf, String)>, errors: &mut Vec<String>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        errors.push(format!("{}: cannot list directory", dir.display()));
-        return;
-    };
-    let mut entries: Vec<_> = rd.flatten().map(|e| e.path()).collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            collect_yaml(&p, out, errors);
-        } else if p.extension().is_some_and(|e| e == "yml" || e == "yaml") {
-            match std::fs::read_to_string(&p) {
-                Ok(t) => out.push((p, t)),
-                Err(e) => errors.push(format!("{}: {e}", p.display())),
+    match picket_rules::files_with_extensions(dir, &picket_rules::RULE_EXTENSIONS) {
+        Ok(files) => {
+            for p in files {
+                match std::fs::read_to_string(&p) {
+                    Ok(t) => out.push((p, t)),
+                    Err(e) => errors.push(format!("{}: {e}", p.display())),
+                }
             }
         }
+        Err(e) => errors.push(e.to_string()),
     }
 }
 

@@ -5,21 +5,9 @@
 //! `cargo run --release -p picket-rules --example evtx_matches -- SIGMA_ROOT EVTX_DIR OUT.json`
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use picket_rules::{windows, EngineConfig, RuleSet};
-
-fn files(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            files(&path, ext, out)?;
-        } else if path.extension().is_some_and(|e| e == ext) {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
+use picket_rules::{files_with_extensions, windows, EngineConfig, RuleSet};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,7 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut rule_files = Vec::new();
     for d in ["rules", "rules-emerging-threats", "rules-threat-hunting"] {
-        files(&Path::new(root).join(d), "yml", &mut rule_files)?;
+        rule_files.extend(files_with_extensions(&Path::new(root).join(d), &["yml"])?);
     }
     rule_files.sort();
     let mut sources = Vec::new();
@@ -44,9 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let set = loaded.rules;
     let router = windows::Router::new(&set);
-    let mut evtx_files = Vec::new();
-    files(Path::new(evtx_dir), "evtx", &mut evtx_files)?;
-    evtx_files.sort();
+    let evtx_files = files_with_extensions(Path::new(evtx_dir), &["evtx"])?;
     let mut fired: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
     let (mut records, mut failed) = (0usize, 0usize);
     let mut out = Vec::new();

@@ -3,22 +3,10 @@
 //!
 //! `cargo run --release -p picket-rules --example throughput_windows -- [SIGMA_ROOT] [EVTX_DIR] [EVENTS]`
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use picket_rules::{windows, EngineConfig, RuleSet};
-
-fn files(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            files(&path, ext, out)?;
-        } else if path.extension().is_some_and(|e| e == ext) {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
+use picket_rules::{files_with_extensions, windows, EngineConfig, RuleSet};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data");
@@ -32,7 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut rule_files = Vec::new();
     for d in ["rules", "rules-emerging-threats", "rules-threat-hunting"] {
-        files(&Path::new(&root).join(d), "yml", &mut rule_files)?;
+        rule_files.extend(files_with_extensions(&Path::new(&root).join(d), &["yml"])?);
     }
     let mut sources = Vec::new();
     for p in rule_files {
@@ -49,8 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let set = loaded.rules;
 
-    let mut evtx_files = Vec::new();
-    files(Path::new(&evtx_dir), "evtx", &mut evtx_files)?;
+    let evtx_files = files_with_extensions(Path::new(&evtx_dir), &["evtx"])?;
     let mut events = Vec::new();
     for f in &evtx_files {
         let Ok(mut parser) = evtx::EvtxParser::from_path(f) else {

@@ -134,4 +134,6 @@ pub use correlation::{
 pub use error::{ErrorKind, LoadError, Place, RuleError};
 pub use event::{Event, Value};
 pub use rule::{Level, RuleInfo, RuleLogSource, Status};
-pub use ruleset::{Loaded, LogSource, Match, MatchedField, Route, RuleSet};
+pub use ruleset::{
+    files_with_extensions, Loaded, LogSource, Match, MatchedField, Route, RuleSet, RULE_EXTENSIONS,
+};

@@ -158,9 +158,7 @@ impl RuleSet {
     /// Only when a directory cannot be listed; bad rules and unreadable
     /// files are reported in [`Loaded::errors`].
     pub fn from_dir(dir: impl AsRef<Path>, config: &EngineConfig) -> Result<Loaded, LoadError> {
-        let mut files = Vec::new();
-        collect_yaml(dir.as_ref(), &mut files)?;
-        files.sort();
+        let files = files_with_extensions(dir.as_ref(), &RULE_EXTENSIONS)?;
         let mut b = Builder::new(config);
         for path in files {
             match std::fs::read_to_string(&path) {
@@ -464,25 +462,39 @@ impl RuleSet {
     }
 }
 
-fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
-    let rd = std::fs::read_dir(dir).map_err(|source| LoadError::Dir {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    for entry in rd {
-        let entry = entry.map_err(|source| LoadError::Dir {
+/// Every file below `dir` (recursively) whose extension is one of `exts`,
+/// sorted: the walk [`RuleSet::from_dir`] uses for `.yml`/`.yaml`, shared
+/// with tools that gather rules or logs the same way.
+///
+/// # Errors
+/// [`LoadError::Dir`] naming the directory that could not be listed.
+pub fn files_with_extensions(dir: &Path, exts: &[&str]) -> Result<Vec<PathBuf>, LoadError> {
+    fn walk(dir: &Path, exts: &[&str], out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+        let err = |source| LoadError::Dir {
             path: dir.to_path_buf(),
             source,
-        })?;
-        let path = entry.path();
-        if path.is_dir() {
-            collect_yaml(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
-            out.push(path);
+        };
+        for entry in std::fs::read_dir(dir).map_err(err)? {
+            let path = entry.map_err(err)?.path();
+            if path.is_dir() {
+                walk(&path, exts, out)?;
+            } else if path
+                .extension()
+                .is_some_and(|e| exts.iter().any(|x| e == *x))
+            {
+                out.push(path);
+            }
         }
+        Ok(())
     }
-    Ok(())
+    let mut out = Vec::new();
+    walk(dir, exts, &mut out)?;
+    out.sort();
+    Ok(out)
 }
+
+/// The rule file extensions.
+pub const RULE_EXTENSIONS: [&str; 2] = ["yml", "yaml"];
 
 struct Builder<'a> {
     config: &'a EngineConfig,

@@ -22,23 +22,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context as _;
-use picket_rules::{windows, EngineConfig, LogSource, RuleSet};
+use picket_rules::{files_with_extensions, windows, EngineConfig, LogSource, RuleSet};
 use rsigma_eval::event::JsonEvent;
 use serde_json::{Map, Value as Json};
 
 type Flat = Map<String, Json>;
-
-fn files(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            files(&path, ext, out)?;
-        } else if path.extension().is_some_and(|e| e == ext) {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
 
 fn shared() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data")
@@ -47,7 +35,10 @@ fn shared() -> PathBuf {
 fn rule_sources() -> anyhow::Result<Vec<(PathBuf, String)>> {
     let mut paths = Vec::new();
     for d in ["rules", "rules-threat-hunting", "rules-emerging-threats"] {
-        files(&shared().join("sigmahq").join(d), "yml", &mut paths)?;
+        paths.extend(files_with_extensions(
+            &shared().join("sigmahq").join(d),
+            &["yml"],
+        )?);
     }
     paths.sort();
     paths
@@ -61,9 +52,7 @@ fn rule_sources() -> anyhow::Result<Vec<(PathBuf, String)>> {
 
 /// The shared EVTX records, normalized as the engine and the oracle do.
 fn evtx_events() -> anyhow::Result<Vec<Flat>> {
-    let mut paths = Vec::new();
-    files(&shared().join("evtx"), "evtx", &mut paths)?;
-    paths.sort();
+    let paths = files_with_extensions(&shared().join("evtx"), &["evtx"])?;
     let mut events = Vec::new();
     for f in &paths {
         let Ok(mut parser) = evtx::EvtxParser::from_path(f) else {

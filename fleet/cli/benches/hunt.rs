@@ -12,18 +12,6 @@ use picket_cli::hunt::{self, Format, HuntConfig};
 use picket_rules::EngineConfig;
 use rayon::prelude::*;
 
-fn evtx_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            evtx_files(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "evtx") {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
 /// Records parsed to `serde_json::Value` by the evtx crate's own iterator.
 fn parse_only(files: &[PathBuf]) -> u64 {
     files
@@ -53,9 +41,7 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|d| shared.join("sigmahq").join(d))
         .collect();
-    let mut files = Vec::new();
-    evtx_files(&evtx_dir, &mut files)?;
-    files.sort();
+    let files = picket_rules::files_with_extensions(&evtx_dir, &["evtx"])?;
     let bytes: u64 = files
         .iter()
         .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
