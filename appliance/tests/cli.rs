@@ -12,6 +12,28 @@ fn picketd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_picketd"))
 }
 
+/// A config file in `dir`: the default with metrics off and `edit` applied.
+fn replay_config(dir: &std::path::Path, edit: impl FnOnce(String) -> String) -> std::path::PathBuf {
+    let cfg = dir.join("c.toml");
+    let c = picket_appliance::config::DEFAULT_CONFIG
+        .replace("enabled = true\nlisten", "enabled = false\nlisten");
+    std::fs::write(&cfg, edit(c)).unwrap();
+    cfg
+}
+
+/// `picketd --config CFG replay FILE`.
+fn replay(cfg: &std::path::Path, file: &std::path::Path) -> std::process::Output {
+    picketd()
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "replay",
+            file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn generate_config_prints_a_valid_default() {
     let out = picketd().arg("generate-config").output().unwrap();
@@ -109,23 +131,13 @@ fn replay_runs_detection_and_reports_bad_lines_without_losing_good_ones() {
     text.push('\n');
     std::fs::write(&rec, text).unwrap();
     let alerts = dir.path().join("alerts.jsonl");
-    let cfg = dir.path().join("c.toml");
-    let c = picket_appliance::config::DEFAULT_CONFIG
-        .replace(
+    let cfg = replay_config(dir.path(), |c| {
+        c.replace(
             "alerts = \"stdout\"",
             &format!("alerts = \"{}\"", alerts.display()),
         )
-        .replace("enabled = true\nlisten", "enabled = false\nlisten");
-    std::fs::write(&cfg, c).unwrap();
-    let out = picketd()
-        .args([
-            "--config",
-            cfg.to_str().unwrap(),
-            "replay",
-            rec.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    });
+    let out = replay(&cfg, &rec);
     assert_eq!(out.status.code(), Some(1), "bad lines make the exit code 1");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("rec.jsonl:2: not an event"), "{err}");
@@ -162,19 +174,8 @@ fn replay_runs_detection_and_reports_bad_lines_without_losing_good_ones() {
 fn the_demo_recording_replays_to_its_alerts() {
     let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/attacks.jsonl");
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.toml");
-    let c = picket_appliance::config::DEFAULT_CONFIG
-        .replace("enabled = true\nlisten", "enabled = false\nlisten");
-    std::fs::write(&cfg, c).unwrap();
-    let out = picketd()
-        .args([
-            "--config",
-            cfg.to_str().unwrap(),
-            "replay",
-            demo.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let cfg = replay_config(dir.path(), |c| c);
+    let out = replay(&cfg, &demo);
     assert!(
         out.status.success(),
         "{}",
