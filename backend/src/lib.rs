@@ -1,0 +1,1 @@
+//! The Picket fleet backend (skeleton).

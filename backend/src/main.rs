@@ -1,0 +1,2 @@
+//! `picket-backend`: see the library docs.
+fn main() {}
