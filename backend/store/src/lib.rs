@@ -17,6 +17,20 @@ use model::{
     RetentionReport, Role, Session, StoreStats, TokenRefusal, User,
 };
 
+/// The stored form of a secret token (session or enrollment): SHA-256, hex.
+/// The store never keeps a token itself.
+#[must_use]
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    }
+    out
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
