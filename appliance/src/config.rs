@@ -286,7 +286,7 @@ pub struct UplinkSettings {
     pub batch_delay: Duration,
     /// Heartbeat period.
     pub heartbeat_interval: Duration,
-    /// DEFLATE alert batches (the backend must accept the flag).
+    /// DEFLATE-compressed alert batches (`FLAG_DEFLATE`, docs/WIRE.md §1.1).
     pub compression: bool,
 }
 
@@ -702,6 +702,7 @@ mod tests {
         .unwrap();
         let u = c.uplink.unwrap();
         assert_eq!((u.broker_host.as_str(), u.broker_port), ("::1", 8883));
+        assert!(u.compression, "alert batches are compressed by default");
         let e = Config::from_toml("this is not toml").unwrap_err();
         assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
     }

@@ -52,6 +52,28 @@ pub fn push(
 ) -> Result<picket_uplink::Pushed, picket_uplink::SpoolError> {
     let e = &a.event;
     let p = &e.process;
+    let mut kind_json = match &e.kind {
+        Kind::ProcessExec { .. } => None,
+        _ => serde_json::to_value(&e.kind).ok(),
+    };
+    if let Some(serde_json::Value::Object(kind)) = &mut kind_json {
+        for v in kind.values_mut() {
+            match v {
+                serde_json::Value::Number(n) => *v = serde_json::Value::String(n.to_string()),
+                serde_json::Value::Bool(b) => *v = serde_json::Value::String(b.to_string()),
+                _ => {}
+            }
+        }
+    }
+    // SigmaHQ rules are under the DRL 1.1: every view of a match names the
+    // rule's author, so the author travels with the alert.
+    let mut extra: picket_proto::Fields<'_> = heapless::Vec::new();
+    if !a.author.is_empty() {
+        let _ = extra.push(picket_proto::Field {
+            key: BoundedStr::truncated("RuleAuthor"),
+            value: BoundedStr::truncated(&a.author),
+        });
+    }
     let techniques = a
         .techniques
         .iter()
@@ -69,7 +91,7 @@ pub fn push(
             parent_command_line: opt(&p.parent_command_line),
             cwd: opt(&p.cwd),
             user: p.user.as_deref().and_then(opt),
-            extra: heapless::Vec::new(),
+            extra: extra.clone(),
         }),
         Kind::FileCreate { path }
         | Kind::FileWrite { path, .. }
@@ -88,7 +110,7 @@ pub fn push(
             },
             path: BoundedStr::truncated(path),
             target_path: None,
-            extra: heapless::Vec::new(),
+            extra: extra.clone(),
         }),
         Kind::FileRename { from, to } => WireEvent::File(FileEvent {
             pid: p.pid,
@@ -97,7 +119,7 @@ pub fn push(
             action: FileAction::Rename,
             path: BoundedStr::truncated(from),
             target_path: opt(to),
-            extra: heapless::Vec::new(),
+            extra: extra.clone(),
         }),
         Kind::NetConnect { net, .. }
         | Kind::NetAccept { net }
@@ -122,15 +144,25 @@ pub fn push(
             dst_ip: ip(&net.destination_ip),
             dst_port: net.destination_port,
             dst_host: None,
-            extra: heapless::Vec::new(),
+            extra: extra.clone(),
         }),
         _ => {
-            let mut fields = heapless::Vec::new();
-            for (k, v) in [
+            // Every other kind travels as its own fields (type first), as
+            // the alert JSON shows them: nothing the analyst needs is lost.
+            let mut pairs: Vec<(&str, &str)> = vec![
                 ("EventType", e.type_name()),
                 ("Image", p.image.as_str()),
                 ("CommandLine", p.command_line.as_str()),
-            ] {
+            ];
+            if let Some(serde_json::Value::Object(kind)) = &kind_json {
+                for (k, v) in kind {
+                    if let (serde_json::Value::String(s), false) = (v, k == "type") {
+                        pairs.push((k, s));
+                    }
+                }
+            }
+            let mut fields = extra.clone();
+            for (k, v) in pairs {
                 if !v.is_empty() {
                     let _ = fields.push(picket_proto::Field {
                         key: BoundedStr::truncated(k),
@@ -154,9 +186,53 @@ pub fn push(
     spool.push_alert(&wire)
 }
 
+/// The appliance's part of each heartbeat: module states, lost kernel
+/// records and CPU use since the previous heartbeat (from `/proc/self/stat`).
+pub fn heartbeat_source(
+    board: crate::runtime::ModuleBoard,
+    lost_total: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> picket_uplink::HeartbeatSource {
+    let last = std::sync::Mutex::new((std::time::Instant::now(), cpu_ticks().unwrap_or(0)));
+    std::sync::Arc::new(move || {
+        let now = std::time::Instant::now();
+        let ticks = cpu_ticks();
+        let mut cpu_permille = 0;
+        if let (Some(t), Ok(mut l)) = (ticks, last.lock()) {
+            let secs = now.duration_since(l.0).as_secs_f64();
+            if secs > 0.0 {
+                // CLK_TCK is 100 on every Linux ABI picketd targets.
+                let used = t.saturating_sub(l.1) as f64 / 100.0;
+                cpu_permille = ((used / secs) * 1000.0)
+                    .round()
+                    .clamp(0.0, f64::from(u32::MAX)) as u32;
+            }
+            *l = (now, t);
+        }
+        picket_uplink::HeartbeatExtras {
+            rule_bundle_version: None,
+            lost_kernel_records_total: lost_total.load(std::sync::atomic::Ordering::Relaxed),
+            modules: board.snapshot(),
+            cpu_permille,
+            rss_bytes: None,
+        }
+    })
+}
+
+/// utime + stime of this process, in clock ticks.
+fn cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // the command name may hold spaces and parentheses: fields start after the last ')'
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut f = rest.split(' ').skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// Opens the spool and starts the uplink task; `None` (logged) when it cannot.
 pub fn start(
     s: &UplinkSettings,
+    heartbeat: picket_uplink::HeartbeatSource,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Option<(picket_uplink::Spool, tokio::task::JoinHandle<()>)> {
     let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
@@ -212,6 +288,7 @@ pub fn start(
     );
     cfg.batch_delay = s.batch_delay;
     cfg.heartbeat_interval = s.heartbeat_interval;
+    cfg.heartbeat_source = Some(heartbeat);
     if !s.compression {
         cfg.compression = picket_uplink::Compression::None;
     }

@@ -22,6 +22,7 @@
 //! - [`kernel`]: the only code that touches bpf(2), tracefs and BTF.
 //! - [`sensor`]: the thread that owns the loaded probes and drains their rings.
 //! - [`decoder`]: sans-IO record → event translation and enrichment.
+//! - [`enroll`]: `picketd enroll`, joining the fleet with a one-time token.
 //! - [`event`]: the normalized event and its Sigma field mapping.
 //! - [`runtime`]: modules with a lifecycle (start, reload on SIGHUP, stop)
 //!   wired into the bus; live or replayed sources.
@@ -37,6 +38,7 @@
 //!     source: runtime::Source::Replay("events.jsonl".into()),
 //!     record: None,
 //!     config_path: None,
+//!     forward_replay: false,
 //! };
 //! let report = runtime::run(Config::default_config(), opts, shutdown).await?;
 //! println!("{} events, {} alerts", report.events, report.alerts);
@@ -49,6 +51,7 @@ pub mod config;
 pub mod decoder;
 pub mod detect;
 pub mod enrich;
+pub mod enroll;
 pub mod event;
 pub mod fim;
 pub mod forward;

@@ -42,6 +42,26 @@ enum Command {
     Replay {
         /// A file written by `picketd record`.
         file: PathBuf,
+        /// Also forward the alerts to the fleet ([uplink] must be enabled),
+        /// and wait until the spool has sent them before exiting.
+        #[arg(long)]
+        forward: bool,
+    },
+    /// Join the fleet: exchange a one-time token for a device certificate,
+    /// written where [uplink] expects it.
+    Enroll {
+        /// The backend's base URL, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        url: String,
+        /// The one-time enrollment token an operator created.
+        #[arg(long)]
+        token: String,
+        /// The fleet CA, to verify an https:// backend.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Host name for the fleet inventory (default: this host's).
+        #[arg(long)]
+        hostname: Option<String>,
     },
 }
 
@@ -76,19 +96,53 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
         );
         return Ok(std::process::ExitCode::SUCCESS);
     }
+    if let Command::Enroll {
+        url,
+        token,
+        ca_file,
+        hostname,
+    } = &command
+    {
+        let Some(settings) = &config.uplink else {
+            anyhow::bail!(
+                "enrollment writes the files [uplink] names: set [uplink] enabled = true (with broker, ca_file, cert_file, key_file, identity_file) first"
+            );
+        };
+        let hostname = hostname.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "unknown".into())
+        });
+        let done = picket_appliance::enroll::enroll(
+            settings,
+            &picket_appliance::enroll::EnrollOptions {
+                url: url.clone(),
+                token: token.clone(),
+                ca_file: ca_file.clone(),
+                hostname,
+            },
+        )?;
+        println!("enrolled as device {}", done.device_id);
+        for f in &done.files {
+            println!("wrote {}", f.display());
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     if !cli.rules.is_empty() {
         config.rules_dirs.clone_from(&cli.rules);
     }
     init_logging(&config);
+    let forward = matches!(command, Command::Replay { forward: true, .. });
     let (source, record) = match command {
         Command::Record { out } => (Source::Live, Some(out)),
-        Command::Replay { file } => (Source::Replay(file), None),
+        Command::Replay { file, .. } => (Source::Replay(file), None),
         _ => (Source::Live, None),
     };
     let opts = RunOptions {
         source,
         record,
         config_path: cli.config.clone(),
+        forward_replay: forward,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

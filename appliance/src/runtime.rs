@@ -51,6 +51,8 @@ pub struct RunOptions {
     pub record: Option<PathBuf>,
     /// The config file, re-read on SIGHUP.
     pub config_path: Option<PathBuf>,
+    /// Forward a replay's alerts through the uplink (`replay --forward`).
+    pub forward_replay: bool,
 }
 
 /// What a run did, for tests and the replay summary.
@@ -64,6 +66,41 @@ pub struct RunReport {
     pub invalid_lines: u64,
     /// Modules that failed to start, with the cause.
     pub failed_modules: Vec<(String, String)>,
+}
+
+/// What each module is doing, as heartbeats report it.
+#[derive(Debug, Clone, Default)]
+pub struct ModuleBoard(Arc<std::sync::Mutex<Vec<BoardEntry>>>);
+
+type BoardEntry = (&'static str, picket_proto::ModuleState, Option<String>);
+
+impl ModuleBoard {
+    /// Records a module's state (and the error that put it there).
+    pub fn set(&self, name: &'static str, state: picket_proto::ModuleState, error: Option<String>) {
+        let mut b = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match b.iter_mut().find(|e| e.0 == name) {
+            Some(e) => {
+                e.1 = state;
+                e.2 = error;
+            }
+            None => b.push((name, state, error)),
+        }
+    }
+
+    /// Every module's state, in start order.
+    #[must_use]
+    pub fn snapshot(&self) -> Vec<(String, picket_proto::ModuleState, Option<String>)> {
+        let b = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        b.iter()
+            .map(|(n, s, e)| ((*n).to_owned(), *s, e.clone()))
+            .collect()
+    }
 }
 
 /// A module's context.
@@ -590,9 +627,17 @@ pub async fn run(
         );
     }
     let (stop_tx, stop_rx) = watch::channel(false);
+    let board = ModuleBoard::default();
+    let lost_total = Arc::new(std::sync::atomic::AtomicU64::new(0));
     // forwarding to the fleet: live runs only (a replay is not news)
     let uplink = match (&config.uplink, &opts.source) {
-        (Some(u), Source::Live) => crate::forward::start(u, stop_rx.clone()),
+        (Some(u), source) if matches!(source, Source::Live) || opts.forward_replay => {
+            crate::forward::start(
+                u,
+                crate::forward::heartbeat_source(board.clone(), lost_total.clone()),
+                stop_rx.clone(),
+            )
+        }
         _ => None,
     };
     let spool = uplink.as_ref().map(|(s, _)| s.clone());
@@ -727,7 +772,7 @@ pub async fn run(
                 || config.network.kernel.enabled
                 || config.syscalls.enabled;
             if any_kernel {
-                match start_sensor(&config, &bus, &registry, &stop_flag) {
+                match start_sensor(&config, &bus, &registry, &stop_flag, &lost_total) {
                     Ok((access, h)) => {
                         ctx.kernel = Some(Arc::new(access));
                         sensor_thread = Some(h);
@@ -756,12 +801,22 @@ pub async fn run(
             for m in &mut modules {
                 if !m.enabled() {
                     tracing::info!(module = m.name(), "disabled");
+                    board.set(m.name(), picket_proto::ModuleState::Disabled, None);
                     continue;
                 }
+                board.set(m.name(), picket_proto::ModuleState::Starting, None);
                 match m.start(&ctx) {
-                    Ok(what) => tracing::info!(module = m.name(), "started: {what}"),
+                    Ok(what) => {
+                        tracing::info!(module = m.name(), "started: {what}");
+                        board.set(m.name(), picket_proto::ModuleState::Running, None);
+                    }
                     Err(e) => {
                         tracing::error!(module = m.name(), "failed to start: {e:#}");
+                        board.set(
+                            m.name(),
+                            picket_proto::ModuleState::Failed,
+                            Some(format!("{e:#}")),
+                        );
                         report
                             .failed_modules
                             .push((m.name().to_owned(), format!("{e:#}")));
@@ -771,7 +826,7 @@ pub async fn run(
             if let Some(k) = &ctx.kernel {
                 k.release_btf();
             }
-            wait_for_shutdown(&mut shutdown, &opts, &mut modules, &ctx).await;
+            wait_for_shutdown(&mut shutdown, &opts, &mut modules, &ctx, &board).await;
         }
         Source::Replay(path) => {
             report.invalid_lines = replay(path, &bus).await?;
@@ -800,6 +855,11 @@ pub async fn run(
             tracing::error!("spool flush at shutdown: {e}");
         }
     }
+    if let (Some(sp), Source::Replay(_)) = (&spool, &opts.source) {
+        // `replay --forward`: the alerts are the point; wait (or a signal)
+        // until the broker has acknowledged every one.
+        drain_replay(sp, &mut shutdown).await;
+    }
     let _ = stop_tx.send(true);
     if let Some((_, task)) = uplink {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
@@ -811,6 +871,24 @@ pub async fn run(
     Ok(report)
 }
 
+async fn drain_replay(spool: &picket_uplink::Spool, shutdown: &mut watch::Receiver<bool>) {
+    let mut announced = false;
+    loop {
+        let depth = spool.stats().depth;
+        if depth == 0 {
+            return;
+        }
+        if !announced {
+            tracing::info!("replay done; waiting for the uplink to send {depth} spooled alerts");
+            announced = true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+            r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return },
+        }
+    }
+}
+
 type SensorStart = (KernelAccess, std::thread::JoinHandle<()>);
 
 fn start_sensor(
@@ -818,6 +896,7 @@ fn start_sensor(
     bus: &Bus,
     registry: &Registry,
     stop: &Arc<AtomicBool>,
+    lost_total: &Arc<std::sync::atomic::AtomicU64>,
 ) -> anyhow::Result<SensorStart> {
     let btf = kernel::load_btf()?;
     let events =
@@ -843,6 +922,7 @@ fn start_sensor(
         registry: registry.clone(),
         coalesce: config.coalesce,
         stop: stop.clone(),
+        lost_total: lost_total.clone(),
     };
     let bus = bus.clone();
     let h = std::thread::Builder::new()
@@ -863,6 +943,7 @@ async fn wait_for_shutdown(
     opts: &RunOptions,
     modules: &mut [Box<dyn Module>],
     ctx: &ModuleContext,
+    board: &ModuleBoard,
 ) {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
@@ -883,15 +964,23 @@ async fn wait_for_shutdown(
                             let was = m.enabled();
                             if let Err(e) = m.reload(ctx, &c) {
                                 tracing::error!(module = m.name(), "reload failed: {e:#}");
+                                board.set(m.name(), picket_proto::ModuleState::Degraded, Some(format!("reload failed: {e:#}")));
                             }
                             match (was, m.enabled()) {
                                 (false, true) => match m.start(ctx) {
-                                    Ok(w) => tracing::info!(module = m.name(), "started: {w}"),
-                                    Err(e) => tracing::error!(module = m.name(), "failed to start: {e:#}"),
+                                    Ok(w) => {
+                                        tracing::info!(module = m.name(), "started: {w}");
+                                        board.set(m.name(), picket_proto::ModuleState::Running, None);
+                                    }
+                                    Err(e) => {
+                                        tracing::error!(module = m.name(), "failed to start: {e:#}");
+                                        board.set(m.name(), picket_proto::ModuleState::Failed, Some(format!("{e:#}")));
+                                    }
                                 },
                                 (true, false) => {
                                     m.stop(ctx);
                                     tracing::info!(module = m.name(), "stopped");
+                                    board.set(m.name(), picket_proto::ModuleState::Disabled, None);
                                 }
                                 _ => {}
                             }

@@ -51,6 +51,9 @@ pub struct SensorHandles {
     pub coalesce: Duration,
     /// Set to stop the thread.
     pub stop: Arc<AtomicBool>,
+    /// Records lost by every module together since picketd started
+    /// (reported in heartbeats).
+    pub lost_total: Arc<AtomicU64>,
 }
 
 /// Runs the sensor loop until `handles.stop` is set.
@@ -138,6 +141,11 @@ pub fn run(
                 }
                 Control::Stop(name, reply) => {
                     if let Some(m) = modules.iter().find(|m| m.probes.module == name) {
+                        let now = m.probes.lost();
+                        let before = m.lost.swap(now, Ordering::Relaxed);
+                        handles
+                            .lost_total
+                            .fetch_add(now.saturating_sub(before), Ordering::Relaxed);
                         // SAFETY: valid epoll fd and ring fd.
                         unsafe {
                             libc::epoll_ctl(
@@ -181,6 +189,9 @@ pub fn run(
                 let now = m.probes.lost();
                 let before = m.lost.swap(now, Ordering::Relaxed);
                 if now > before {
+                    handles
+                        .lost_total
+                        .fetch_add(now - before, Ordering::Relaxed);
                     tracing::warn!(
                         module = m.probes.module,
                         lost = now - before,
@@ -194,7 +205,11 @@ pub fn run(
     // what is already in the rings still counts
     drain_all(&mut modules, &mut decoder, &mut events, bus, &ring_latency);
     for m in &modules {
-        m.lost.store(m.probes.lost(), Ordering::Relaxed);
+        let now = m.probes.lost();
+        let before = m.lost.swap(now, Ordering::Relaxed);
+        handles
+            .lost_total
+            .fetch_add(now.saturating_sub(before), Ordering::Relaxed);
     }
     drop(modules);
     // SAFETY: closing our own fd.

@@ -22,8 +22,9 @@
 //!   the device's alerts topic, and QoS 0 heartbeats with the spool's depth,
 //!   bytes and evictions.
 //! - [`uplink::codec`]: batch frames built from spool records without
-//!   re-encoding, the compression flag (a proposed WIRE.md revision, described
-//!   there), and the matching decoder for the receiving side.
+//!   re-encoding, compressed with the protocol's DEFLATE flag (docs/WIRE.md
+//!   §1.1, implemented by `picket-proto`), and the matching decoder for the
+//!   receiving side.
 //! - [`sample`]: typical alerts, for tests, benchmarks and the demo producer.
 //!
 //! Delivery is at least once: an alert is deleted only after the broker's
@@ -104,6 +105,7 @@
 pub mod sample;
 pub mod spool;
 pub mod uplink;
+pub use uplink::tls;
 
 pub use spool::{
     Batch, FlushPolicy, NewAlert, Pushed, Record, RecoveryReport, Spool, SpoolConfig, SpoolError,

@@ -31,8 +31,9 @@ pub enum Error {
         /// Kind byte found in the header.
         found: u8,
     },
-    /// Flag bits this version does not define are set.
-    #[error("unsupported frame flags {found:#04x}")]
+    /// Flag bits this version does not define are set, or
+    /// [`FLAG_DEFLATE`](crate::FLAG_DEFLATE) on a kind other than AlertBatch.
+    #[error("unsupported frame flags {found:#04x} (version 1 allows only 0x01 DEFLATE, on AlertBatch frames)")]
     UnsupportedFlags {
         /// Flags byte found in the header.
         found: u8,
@@ -81,6 +82,30 @@ pub enum Error {
         expected: DeviceId,
         /// The device the frame names.
         found: DeviceId,
+    },
+    /// The frame's body is DEFLATE-compressed, so it cannot be decoded in
+    /// place: open it with `Frame::open_owned` or `open_frame_owned`
+    /// (feature `alloc`), which verify, inflate, then decode.
+    #[error("the {kind:?} body is DEFLATE-compressed: open it with Frame::open_owned / open_frame_owned (feature alloc)")]
+    CompressedBody {
+        /// Kind named in the header.
+        kind: MessageKind,
+    },
+    /// A compressed body is not one complete raw DEFLATE (RFC 1951) stream
+    /// (invalid or truncated data, or bytes after its final block).
+    #[error("compressed {kind:?} body is not a valid DEFLATE stream")]
+    BadDeflate {
+        /// Kind named in the header.
+        kind: MessageKind,
+    },
+    /// A compressed body inflates beyond
+    /// [`MAX_BODY_LEN`](crate::MAX_BODY_LEN), the bound on every body.
+    #[error("compressed {kind:?} body inflates beyond MAX_BODY_LEN ({max} bytes)")]
+    InflatedTooLarge {
+        /// Kind named in the header.
+        kind: MessageKind,
+        /// The limit, `MAX_BODY_LEN`.
+        max: usize,
     },
     /// The signing key refused to sign (cannot happen with this crate's context).
     #[error("signing failed")]

@@ -5,7 +5,7 @@
 //! 0       2     magic "PW" (0x50 0x57)
 //! 2       1     protocol version (1)
 //! 3       1     message kind
-//! 4       1     flags (0 in version 1)
+//! 4       1     flags: 0, or FLAG_DEFLATE on an AlertBatch
 //! 5       4     payload length N, u32 little-endian (device id + body + signature)
 //! 9       16    device id
 //! 25      N-80  body (postcard)
@@ -13,6 +13,11 @@
 //! ```
 //!
 //! The signature covers every byte before it, header included.
+//!
+//! A frame with [`FLAG_DEFLATE`] carries the raw DEFLATE stream of its body;
+//! the borrowing [`Frame::open`] refuses it with [`Error::CompressedBody`],
+//! and `Frame::open_owned` (feature `alloc`, module `deflate`) verifies,
+//! then inflates.
 
 use ed25519_dalek::{Digest, Sha512, Signature, SigningKey, VerifyingKey};
 
@@ -31,6 +36,11 @@ pub const DEVICE_ID_LEN: usize = 16;
 pub const SIGNATURE_LEN: usize = 64;
 /// Smallest frame: header, device id, empty body, signature.
 pub const MIN_FRAME_LEN: usize = HEADER_LEN + DEVICE_ID_LEN + SIGNATURE_LEN;
+/// Frame flag bit 0: the body is the raw DEFLATE (RFC 1951) stream of the
+/// postcard body (docs/WIRE.md §1.1). Version 1 allows it on
+/// [`MessageKind::AlertBatch`] frames only; every other flag bit, and this one
+/// on any other kind, is refused as [`Error::UnsupportedFlags`].
+pub const FLAG_DEFLATE: u8 = 0x01;
 /// RFC 8032 Ed25519ph context: separates these signatures from any other use
 /// of the same key (TLS client authentication, a later protocol version).
 pub const SIGNATURE_CONTEXT: &[u8] = b"picket/wire/v1";
@@ -42,7 +52,7 @@ const MAX_PAYLOAD_LEN: usize = MAX_FRAME_LEN - HEADER_LEN;
 pub struct FrameHeader {
     /// Message kind.
     pub kind: MessageKind,
-    /// Flags (always 0 in version 1).
+    /// Flags: 0, or [`FLAG_DEFLATE`] on an AlertBatch.
     pub flags: u8,
     /// Payload length (device id, body, signature).
     pub payload_len: usize,
@@ -73,7 +83,7 @@ impl FrameHeader {
             return Err(Error::UnsupportedVersion { found: h[2] });
         }
         let kind = MessageKind::from_u8(h[3])?;
-        if h[4] != 0 {
+        if !flags_allowed(kind, h[4]) {
             return Err(Error::UnsupportedFlags { found: h[4] });
         }
         let len = u32::from_le_bytes([h[5], h[6], h[7], h[8]]);
@@ -99,6 +109,17 @@ impl FrameHeader {
     pub const fn frame_len(&self) -> usize {
         HEADER_LEN + self.payload_len
     }
+
+    /// Whether the body is DEFLATE-compressed ([`FLAG_DEFLATE`]).
+    #[must_use]
+    pub const fn is_compressed(&self) -> bool {
+        self.flags & FLAG_DEFLATE != 0
+    }
+}
+
+/// The flag combinations version 1 defines (docs/WIRE.md §1.1).
+fn flags_allowed(kind: MessageKind, flags: u8) -> bool {
+    flags == 0 || (flags == FLAG_DEFLATE && kind == MessageKind::AlertBatch)
 }
 
 /// A decoded, not yet verified frame borrowing from its buffer.
@@ -106,9 +127,16 @@ impl FrameHeader {
 /// Use [`Frame::open`] (verify, then decode) on anything that came over the
 /// network. [`Frame::message_unverified`] exists for the one case that needs
 /// the body first: an enrollment request carries the key it is signed with.
+///
+/// A compressed frame ([`Frame::is_compressed`]) has no borrowed message to
+/// give: `open` and `message_unverified` refuse it with
+/// [`Error::CompressedBody`], and `Frame::open_owned` (feature `alloc`)
+/// verifies, inflates and decodes it into an owned
+/// `OpenedFrame`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame<'a> {
     kind: MessageKind,
+    flags: u8,
     device_id: DeviceId,
     body: &'a [u8],
     signed: &'a [u8],
@@ -137,6 +165,7 @@ impl<'a> Frame<'a> {
         Ok((
             Self {
                 kind: header.kind,
+                flags: header.flags,
                 device_id: DeviceId(device_id),
                 body: &signed[HEADER_LEN + DEVICE_ID_LEN..],
                 signed,
@@ -172,7 +201,20 @@ impl<'a> Frame<'a> {
         self.device_id
     }
 
-    /// The encoded body.
+    /// The header's flags: 0, or [`FLAG_DEFLATE`] on an AlertBatch.
+    #[must_use]
+    pub const fn flags(&self) -> u8 {
+        self.flags
+    }
+
+    /// Whether the body is DEFLATE-compressed ([`FLAG_DEFLATE`]).
+    #[must_use]
+    pub const fn is_compressed(&self) -> bool {
+        self.flags & FLAG_DEFLATE != 0
+    }
+
+    /// The body as sent: postcard, or its DEFLATE stream when
+    /// [`Frame::is_compressed`].
     #[must_use]
     pub const fn body(&self) -> &'a [u8] {
         self.body
@@ -202,8 +244,11 @@ impl<'a> Frame<'a> {
     /// Verifies under `key`, then decodes the message.
     ///
     /// # Errors
-    /// [`Error::BadSignature`], or a body error from [`Message::decode_body`].
+    /// [`Error::CompressedBody`] for a compressed frame (use
+    /// `Frame::open_owned`), [`Error::BadSignature`], or a body error from
+    /// [`Message::decode_body`].
     pub fn open(&self, key: &VerifyingKey) -> Result<Message<'a>, Error> {
+        self.require_plain()?;
         self.verify(key)?;
         Message::decode_body(self.kind, self.body)
     }
@@ -227,9 +272,21 @@ impl<'a> Frame<'a> {
     /// enrollment requests, whose key is inside the body; verify afterwards.
     ///
     /// # Errors
-    /// A body error from [`Message::decode_body`].
+    /// [`Error::CompressedBody`] for a compressed frame, or a body error from
+    /// [`Message::decode_body`].
     pub fn message_unverified(&self) -> Result<Message<'a>, Error> {
+        self.require_plain()?;
         Message::decode_body(self.kind, self.body)
+    }
+
+    // Decoding a DEFLATE stream as postcard would yield garbage or a
+    // misleading `MalformedBody`; say what the caller has to do instead.
+    const fn require_plain(&self) -> Result<(), Error> {
+        if self.is_compressed() {
+            Err(Error::CompressedBody { kind: self.kind })
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -247,7 +304,6 @@ pub fn encode_frame(
     key: &SigningKey,
     out: &mut [u8],
 ) -> Result<usize, Error> {
-    const BODY_START: usize = HEADER_LEN + DEVICE_ID_LEN;
     if out.len() < MIN_FRAME_LEN {
         return Err(Error::BufferTooSmall);
     }
@@ -262,15 +318,35 @@ pub fn encode_frame(
         }
         Err(e) => return Err(e),
     };
+    seal(out, message.kind(), 0, device_id, body_len, key)
+}
+
+/// Offset of the body in a frame.
+pub(crate) const BODY_START: usize = HEADER_LEN + DEVICE_ID_LEN;
+
+/// Completes a frame whose body (`body_len` bytes) is already in place at
+/// [`BODY_START`] in `out`: writes header and device id, then signs. Returns
+/// the frame length.
+pub(crate) fn seal(
+    out: &mut [u8],
+    kind: MessageKind,
+    flags: u8,
+    device_id: DeviceId,
+    body_len: usize,
+    key: &SigningKey,
+) -> Result<usize, Error> {
     let signed_len = BODY_START + body_len;
+    let Some(out) = out.get_mut(..signed_len + SIGNATURE_LEN) else {
+        return Err(Error::BufferTooSmall);
+    };
     let payload_len = signed_len + SIGNATURE_LEN - HEADER_LEN;
     let len_bytes = u32::try_from(payload_len)
         .map_err(|_| Error::BufferTooSmall)?
         .to_le_bytes();
     out[..2].copy_from_slice(&MAGIC);
     out[2] = PROTOCOL_VERSION;
-    out[3] = message.kind().as_u8();
-    out[4] = 0;
+    out[3] = kind.as_u8();
+    out[4] = flags;
     out[5..HEADER_LEN].copy_from_slice(&len_bytes);
     out[HEADER_LEN..BODY_START].copy_from_slice(device_id.as_bytes());
     let signature = key
@@ -279,7 +355,7 @@ pub fn encode_frame(
             Some(SIGNATURE_CONTEXT),
         )
         .map_err(|_| Error::Signing)?;
-    out[signed_len..signed_len + SIGNATURE_LEN].copy_from_slice(&signature.to_bytes());
+    out[signed_len..].copy_from_slice(&signature.to_bytes());
     Ok(signed_len + SIGNATURE_LEN)
 }
 

@@ -17,21 +17,31 @@
 //! - [`frame`]: [`encode_frame`] writes and signs a frame into a caller's
 //!   buffer; [`Frame::decode`] splits one off a buffer (sans-IO, reporting
 //!   [`Error::Incomplete`]); [`Frame::open`] verifies and decodes it.
+//! - `deflate` (feature `alloc`): AlertBatch frames with [`FLAG_DEFLATE`],
+//!   whose body is a DEFLATE stream. `Frame::open_owned` and
+//!   `open_frame_owned` verify, then inflate (bounded by [`MAX_BODY_LEN`]),
+//!   then decode into an owned `OpenedFrame`; `encode_frame_compressed_to_vec`
+//!   compresses when that makes the frame smaller.
 //! - [`io`]: `read_frame` and `write_frame` over [`embedded_io`] streams.
 //! - [`topic`]: the MQTT topic layout under `picket/v1/devices/{device_id}/`.
 //! - `identity` (feature `std`): the device key on disk, created on first
 //!   start with mode 0600.
 //!
 //! Errors are one small `Copy` enum, [`Error`]; nothing in a decoder panics
-//! or allocates, whatever the input (property-tested).
+//! or allocates, whatever the input (property-tested). The one exception to
+//! "allocates" is inflating a compressed body, which only the owned path does,
+//! after the signature checked out, and never beyond [`MAX_BODY_LEN`].
 //!
 //! # Features
 //!
-//! - `alloc`: [`encode_frame_to_vec`] and [`AlertBatch::to_vec`].
+//! - `alloc`: [`encode_frame_to_vec`], [`AlertBatch::to_vec`] and the
+//!   `deflate` module (pure-Rust `miniz_oxide`, no `std` needed).
 //! - `std` (default, implies `alloc`): the `identity` module and
 //!   `io::std_io` adapters.
 //!
-//! With `--no-default-features` the crate is `#![no_std]` without a heap.
+//! With `--no-default-features` the crate is `#![no_std]` without a heap;
+//! such a build still parses compressed frames' headers but cannot open them
+//! ([`Error::CompressedBody`]).
 //!
 //! # Example
 //!
@@ -84,6 +94,8 @@ extern crate alloc;
 extern crate std;
 
 pub mod batch;
+#[cfg(feature = "alloc")]
+pub mod deflate;
 pub mod error;
 pub mod frame;
 #[cfg(feature = "std")]
@@ -95,12 +107,17 @@ pub mod topic;
 pub mod types;
 
 pub use batch::AlertBatch;
+#[cfg(feature = "alloc")]
+pub use deflate::{
+    encode_body_frame_to_vec, encode_frame_compressed_to_vec, open_frame_owned, OpenedFrame,
+    DEFAULT_DEFLATE_LEVEL,
+};
 pub use error::{Error, ReadError, TooLong};
 #[cfg(feature = "alloc")]
 pub use frame::encode_frame_to_vec;
 pub use frame::{
-    encode_frame, Frame, FrameHeader, DEVICE_ID_LEN, HEADER_LEN, MAGIC, MIN_FRAME_LEN,
-    PROTOCOL_VERSION, SIGNATURE_CONTEXT, SIGNATURE_LEN,
+    encode_frame, Frame, FrameHeader, DEVICE_ID_LEN, FLAG_DEFLATE, HEADER_LEN, MAGIC,
+    MIN_FRAME_LEN, PROTOCOL_VERSION, SIGNATURE_CONTEXT, SIGNATURE_LEN,
 };
 pub use limits::*;
 pub use message::{

@@ -211,3 +211,43 @@ fn heartbeat_frame_layout() {
     assert_eq!(frame, expected);
     assert_eq!(device_id().to_string(), "cc1c08bf46a10af8bc20ab2ee4c71b2f");
 }
+
+#[rustfmt::skip]
+#[test]
+fn alert_batch_deflate_frame_layout() {
+    // The compressed fixture (WIRE.md §1.1), read with nothing but miniz_oxide
+    // and ed25519-dalek, so this checks the layout, not the crate against itself.
+    use ed25519_dalek::{Digest, Sha512, Signature};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/v1")
+        .join(common::DEFLATE_FIXTURE);
+    let frame = std::fs::read(path).unwrap();
+    let mut header = vec![
+        b'P', b'W',                          // magic
+        0x01,                                // protocol version 1
+        0x01,                                // kind AlertBatch
+        0x01,                                // flags: FLAG_DEFLATE
+        0xf7, 0x01, 0x00, 0x00,              // payload length 503 = 16 + 423 + 64, LE
+    ];
+    header.extend_from_slice(device_id().as_bytes()); // device id
+    assert_eq!(&frame[..25], header.as_slice());
+    assert_eq!(frame.len(), 9 + 503);
+    let (signed, sig) = frame.split_at(frame.len() - 64);
+    // body: 423 bytes of raw DEFLATE (no zlib header), inflating to the
+    // postcard body of the batch (count 8, then the alerts)
+    let packed = &signed[25..];
+    let inflated = miniz_oxide::inflate::decompress_to_vec(packed).unwrap();
+    let batch = Message::AlertBatch(AlertBatch::new(common::deflate_fixture_alerts()).unwrap());
+    assert_eq!(inflated, body(&batch));
+    assert_eq!(inflated[0], 0x08);           // alert count 8
+    assert_eq!(inflated.len(), 1841);
+    // signature: Ed25519ph over header, device id and the *compressed* body
+    device_key()
+        .verifying_key()
+        .verify_prehashed_strict(
+            Sha512::new().chain_update(signed),
+            Some(picket_proto::SIGNATURE_CONTEXT),
+            &Signature::from_slice(sig).unwrap(),
+        )
+        .unwrap();
+}

@@ -1,47 +1,37 @@
 //! Alert batch frames: built from spool records without re-encoding, optionally
 //! deflate-compressed, signed with the device key; and the matching decoder.
 //!
-//! # Compression (a proposed WIRE.md revision)
+//! # Compression
 //!
-//! docs/WIRE.md §1 reserves flag bits for "a later revision (for example
-//! payload compression)". This crate uses bit 0, [`FLAG_DEFLATE`], on
-//! AlertBatch frames only:
-//!
-//! - the frame body is the raw DEFLATE (RFC 1951) stream of the postcard body;
-//! - the signature covers the frame as sent (the compressed bytes), so a
-//!   receiver verifies **before** inflating, and an unauthenticated peer can
-//!   never make it inflate anything;
-//! - the inflated body MUST NOT exceed `MAX_BODY_LEN` (a receiver inflates
-//!   with that limit and refuses more), so a batch is bounded exactly as an
-//!   uncompressed one;
-//! - a sender falls back to an uncompressed (flags 0) frame when compression
-//!   does not make it smaller.
-//!
-//! `picket-proto` v1 receivers refuse the flag (`UnsupportedFlags`), as the
-//! spec intends; [`open_alert_batch`] is the receiver side until the proto
-//! crate adopts it. [`Compression::None`] produces plain v1 frames.
+//! Protocol v1 defines frame flag bit 0, [`FLAG_DEFLATE`], on AlertBatch
+//! frames (docs/WIRE.md §1.1): the body is the raw DEFLATE stream of the
+//! postcard body, the signature covers the compressed bytes (receivers verify
+//! before inflating), the inflated body is bounded by `MAX_BODY_LEN`, and a
+//! sender falls back to a plain frame when compression does not shrink it.
+//! `picket-proto` implements all of it; this module splices the body from
+//! spool records and hands it to [`picket_proto::encode_body_frame_to_vec`],
+//! and [`open_alert_batch`] is [`picket_proto::open_frame_owned`] narrowed to
+//! alert batches. [`Compression::None`] produces plain frames only.
 
-use ed25519_dalek::{Digest as _, Sha512, Signature};
 use picket_proto::identity::DeviceIdentity;
 use picket_proto::{
-    ed25519_dalek, AlertBatch, DeviceId, Frame, FrameHeader, Message, MessageKind, DEVICE_ID_LEN,
-    HEADER_LEN, MAGIC, MAX_ALERTS_PER_BATCH, MAX_BODY_LEN, MAX_FRAME_LEN, PROTOCOL_VERSION,
-    SIGNATURE_CONTEXT, SIGNATURE_LEN,
+    ed25519_dalek, AlertBatch, DeviceId, MessageKind, OpenedFrame, DEVICE_ID_LEN, HEADER_LEN,
+    MAX_ALERTS_PER_BATCH, MAX_BODY_LEN, MAX_FRAME_LEN, SIGNATURE_LEN,
 };
 
 use crate::spool::{put_varint, write_wire_alert, Record};
 
-/// Frame flag: the body is DEFLATE-compressed (see the module doc).
-pub const FLAG_DEFLATE: u8 = 0x01;
+/// Frame flag: the body is DEFLATE-compressed (defined by `picket-proto`).
+pub use picket_proto::FLAG_DEFLATE;
 
 /// Whether alert batches are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Compression {
-    /// Plain v1 frames (flags 0), for backends that do not accept
-    /// [`FLAG_DEFLATE`] yet.
+    /// Plain frames only (flags 0).
     None,
-    /// DEFLATE at this level (1 fastest ..= 9 smallest; 6 is a good default).
+    /// DEFLATE at this level (1 fastest ..= 9 smallest; 6 is a good default),
+    /// when it makes the frame smaller.
     Deflate {
         /// miniz level.
         level: u8,
@@ -50,7 +40,9 @@ pub enum Compression {
 
 impl Default for Compression {
     fn default() -> Self {
-        Self::Deflate { level: 6 }
+        Self::Deflate {
+            level: picket_proto::DEFAULT_DEFLATE_LEVEL,
+        }
     }
 }
 
@@ -58,7 +50,7 @@ impl Default for Compression {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CodecError {
-    /// A wire-protocol error (header, signature, body).
+    /// A wire-protocol error (header, signature, inflating, body).
     #[error(transparent)]
     Proto(#[from] picket_proto::Error),
     /// More alerts than `MAX_ALERTS_PER_BATCH`.
@@ -66,13 +58,6 @@ pub enum CodecError {
     TooManyAlerts {
         /// Alerts given.
         count: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// The (inflated) body exceeds `MAX_BODY_LEN`, or the compressed stream
-    /// is invalid.
-    #[error("compressed body is invalid or inflates beyond {max} bytes")]
-    Inflate {
         /// The limit.
         max: usize,
     },
@@ -116,58 +101,23 @@ pub fn encode_alert_batch(
     compression: Compression,
 ) -> Result<Vec<u8>, CodecError> {
     let body = batch_body(records)?;
-    let (flags, body) = match compression {
-        Compression::Deflate { level } => {
-            let packed = miniz_oxide::deflate::compress_to_vec(&body, level.clamp(1, 9));
-            if packed.len() < body.len() {
-                (FLAG_DEFLATE, packed)
-            } else {
-                (0, body)
-            }
-        }
-        Compression::None => (0, body),
+    let level = match compression {
+        Compression::Deflate { level } => Some(level.clamp(1, 9)),
+        Compression::None => None,
     };
-    Ok(sign_frame(
+    Ok(picket_proto::encode_body_frame_to_vec(
         MessageKind::AlertBatch,
-        flags,
-        identity.device_id(),
         &body,
-        identity,
-    ))
-}
-
-/// Writes a frame around `body` and signs it (docs/WIRE.md §1, §6).
-fn sign_frame(
-    kind: MessageKind,
-    flags: u8,
-    device: DeviceId,
-    body: &[u8],
-    identity: &DeviceIdentity,
-) -> Vec<u8> {
-    let payload_len = DEVICE_ID_LEN + body.len() + SIGNATURE_LEN;
-    let mut frame = Vec::with_capacity(HEADER_LEN + payload_len);
-    frame.extend_from_slice(&MAGIC);
-    frame.push(PROTOCOL_VERSION);
-    frame.push(kind.as_u8());
-    frame.push(flags);
-    // Bodies are bounded by MAX_BODY_LEN, far below u32::MAX.
-    frame.extend_from_slice(&(payload_len as u32).to_le_bytes());
-    frame.extend_from_slice(device.as_bytes());
-    frame.extend_from_slice(body);
-    let signature = identity
-        .signing_key()
-        .sign_prehashed(Sha512::new().chain_update(&frame), Some(SIGNATURE_CONTEXT))
-        // Only fails for a context over 255 bytes; ours is a 14-byte constant.
-        .map_or([0u8; SIGNATURE_LEN], |s| s.to_bytes());
-    frame.extend_from_slice(&signature);
-    frame
+        identity.device_id(),
+        identity.signing_key(),
+        level,
+    )?)
 }
 
 /// An opened, verified alert batch frame: owns the (inflated) body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenedBatch {
-    body: Vec<u8>,
-    compressed: bool,
+    frame: OpenedFrame,
 }
 
 impl OpenedBatch {
@@ -176,103 +126,40 @@ impl OpenedBatch {
     /// # Errors
     /// None in practice: the body was checked by [`open_alert_batch`].
     pub fn batch(&self) -> Result<AlertBatch<'_>, picket_proto::Error> {
-        AlertBatch::decode(&self.body)
+        AlertBatch::decode(self.frame.body())
     }
 
     /// Whether the frame carried [`FLAG_DEFLATE`].
     #[must_use]
     pub fn was_compressed(&self) -> bool {
-        self.compressed
+        self.frame.was_compressed()
     }
 
     /// The postcard body.
     #[must_use]
     pub fn body(&self) -> &[u8] {
-        &self.body
+        self.frame.body()
     }
 }
 
 /// Opens one MQTT payload as an AlertBatch frame from `expected`, signed by
-/// `key`: plain v1 frames and [`FLAG_DEFLATE`] frames. Verifies before it
+/// `key`: plain frames and [`FLAG_DEFLATE`] frames. Verifies before it
 /// inflates; never panics.
 ///
 /// # Errors
-/// [`CodecError::Proto`] for header, device, signature and body errors (a
-/// frame of another kind is `UnknownKind`-free but refused as
-/// `MalformedBody`), [`CodecError::Inflate`] for a bad compressed stream.
+/// [`CodecError::Proto`]: header, device, signature, inflate
+/// (`BadDeflate`, `InflatedTooLarge`) and body errors; a frame of another
+/// kind is refused as `MalformedBody`.
 pub fn open_alert_batch(
     frame: &[u8],
     expected: DeviceId,
     key: &ed25519_dalek::VerifyingKey,
 ) -> Result<OpenedBatch, CodecError> {
-    let Some(header) = frame.get(..HEADER_LEN) else {
-        return Err(picket_proto::Error::Incomplete {
-            needed: HEADER_LEN - frame.len(),
-        }
-        .into());
-    };
-    let flags = header[4];
-    if flags & !FLAG_DEFLATE != 0 || (flags == FLAG_DEFLATE && header[3] != 1) {
-        // Everything but our one flag on alert batches: the proto's verdict.
-        FrameHeader::parse(header)?;
-        return Err(picket_proto::Error::UnsupportedFlags { found: flags }.into());
+    let frame = picket_proto::open_frame_owned(frame, expected, key)?;
+    if frame.kind() != MessageKind::AlertBatch {
+        return Err(picket_proto::Error::MalformedBody { kind: frame.kind() }.into());
     }
-    if flags == 0 {
-        let f = Frame::decode_exact(frame)?;
-        return match f.open_for(expected, key)? {
-            Message::AlertBatch(_) => Ok(OpenedBatch {
-                body: f.body().to_vec(),
-                compressed: false,
-            }),
-            _ => Err(wrong_kind(f.kind()).into()),
-        };
-    }
-    // The same header checks as v1, with our flag masked out.
-    let mut plain = [0u8; HEADER_LEN];
-    plain.copy_from_slice(header);
-    plain[4] = 0;
-    let parsed = FrameHeader::parse(&plain)?;
-    if parsed.frame_len() != frame.len() {
-        return Err(if frame.len() < parsed.frame_len() {
-            picket_proto::Error::Incomplete {
-                needed: parsed.frame_len() - frame.len(),
-            }
-        } else {
-            picket_proto::Error::TrailingBytes { kind: parsed.kind }
-        }
-        .into());
-    }
-    let (signed, sig) = frame.split_at(frame.len() - SIGNATURE_LEN);
-    let mut device = [0u8; DEVICE_ID_LEN];
-    device.copy_from_slice(&signed[HEADER_LEN..HEADER_LEN + DEVICE_ID_LEN]);
-    let device = DeviceId(device);
-    if device != expected {
-        return Err(picket_proto::Error::DeviceMismatch {
-            expected,
-            found: device,
-        }
-        .into());
-    }
-    let mut sig_bytes = [0u8; SIGNATURE_LEN];
-    sig_bytes.copy_from_slice(sig);
-    key.verify_prehashed_strict(
-        Sha512::new().chain_update(signed),
-        Some(SIGNATURE_CONTEXT),
-        &Signature::from_bytes(&sig_bytes),
-    )
-    .map_err(|_| picket_proto::Error::BadSignature { device_id: device })?;
-    let packed = &signed[HEADER_LEN + DEVICE_ID_LEN..];
-    let body = miniz_oxide::inflate::decompress_to_vec_with_limit(packed, MAX_BODY_LEN)
-        .map_err(|_| CodecError::Inflate { max: MAX_BODY_LEN })?;
-    AlertBatch::decode(&body)?;
-    Ok(OpenedBatch {
-        body,
-        compressed: true,
-    })
-}
-
-fn wrong_kind(kind: MessageKind) -> picket_proto::Error {
-    picket_proto::Error::MalformedBody { kind }
+    Ok(OpenedBatch { frame })
 }
 
 #[cfg(test)]
@@ -280,7 +167,7 @@ mod tests {
     use super::*;
     use crate::sample;
     use picket_proto::ed25519_dalek::SigningKey;
-    use picket_proto::encode_frame_to_vec;
+    use picket_proto::{encode_frame_to_vec, Frame, Message};
     use proptest::prelude::*;
 
     fn identity() -> DeviceIdentity {
@@ -347,10 +234,57 @@ mod tests {
         assert!(opened.was_compressed());
         let seqs: Vec<u64> = opened.batch().unwrap().iter().map(|a| a.seq).collect();
         assert_eq!(seqs, (1..=256).collect::<Vec<_>>());
-        // The proto refuses the flag cleanly, as WIRE.md §1 says old receivers must.
+        // picket-proto reads the header, and its borrowing path sends the
+        // caller to the owned one rather than decode a DEFLATE stream.
+        let f = Frame::decode_exact(&packed).unwrap();
+        assert!(f.is_compressed());
         assert_eq!(
-            Frame::decode_exact(&packed).unwrap_err(),
-            picket_proto::Error::UnsupportedFlags { found: 1 }
+            f.open_for(id.device_id(), &id.verifying_key()),
+            Err(picket_proto::Error::CompressedBody {
+                kind: MessageKind::AlertBatch
+            })
+        );
+    }
+
+    #[test]
+    fn small_batches_that_do_not_shrink_go_plain() {
+        let id = identity();
+        let recs = records(1);
+        let plain = encode_alert_batch(&recs, &id, Compression::None).unwrap();
+        let packed = encode_alert_batch(&recs, &id, Compression::default()).unwrap();
+        assert!(packed.len() <= plain.len());
+        if packed[4] == 0 {
+            assert_eq!(packed, plain);
+        }
+        let opened = open_alert_batch(&plain, id.device_id(), &id.verifying_key()).unwrap();
+        assert!(!opened.was_compressed());
+        assert_eq!(opened.batch().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn other_kinds_are_refused() {
+        let id = identity();
+        let hb = Message::Heartbeat(picket_proto::Heartbeat {
+            seq: 1,
+            sent_at_ms: 0,
+            uptime_secs: 0,
+            agent_version: picket_proto::BoundedStr::new("0").unwrap(),
+            protocol_version: 1,
+            rule_bundle_version: None,
+            spool_depth: 0,
+            spool_bytes: 0,
+            spool_evictions_total: 0,
+            lost_kernel_records_total: 0,
+            modules: picket_proto::heapless::Vec::new(),
+            cpu_permille: 0,
+            rss_bytes: 0,
+        });
+        let f = encode_frame_to_vec(&hb, id.device_id(), id.signing_key()).unwrap();
+        assert_eq!(
+            open_alert_batch(&f, id.device_id(), &id.verifying_key()),
+            Err(CodecError::Proto(picket_proto::Error::MalformedBody {
+                kind: MessageKind::Heartbeat
+            }))
         );
     }
 
@@ -378,25 +312,6 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn a_signed_deflate_bomb_is_refused() {
-        // Even a validly signed frame may not inflate beyond MAX_BODY_LEN.
-        let id = identity();
-        let zeros = vec![0u8; MAX_BODY_LEN + 1000];
-        let packed = miniz_oxide::deflate::compress_to_vec(&zeros, 9);
-        let frame = sign_frame(
-            MessageKind::AlertBatch,
-            FLAG_DEFLATE,
-            id.device_id(),
-            &packed,
-            &id,
-        );
-        assert_eq!(
-            open_alert_batch(&frame, id.device_id(), &id.verifying_key()),
-            Err(CodecError::Inflate { max: MAX_BODY_LEN })
-        );
-    }
-
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
@@ -418,15 +333,6 @@ mod tests {
                 f[at % n] ^= x;
             }
             f.truncate(cut % (f.len() + 1));
-            let _ = open_alert_batch(&f, id.device_id(), &id.verifying_key());
-        }
-
-        #[test]
-        fn signed_garbage_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..400), flags in 0u8..2) {
-            // Valid signature, arbitrary (compressed or plain) body: exercises
-            // the inflater and the batch decoder behind the signature check.
-            let id = identity();
-            let f = sign_frame(MessageKind::AlertBatch, flags, id.device_id(), &body, &id);
             let _ = open_alert_batch(&f, id.device_id(), &id.verifying_key());
         }
     }

@@ -16,18 +16,7 @@ use super::config::{ConfigError, UplinkConfig};
 pub fn client_config(config: &UplinkConfig) -> Result<Arc<ClientConfig>, ConfigError> {
     let tls = |what: &'static str| move |e: String| ConfigError::Tls { what, reason: e };
 
-    let mut roots = RootCertStore::empty();
-    let mut anchors = 0;
-    for cert in CertificateDer::pem_slice_iter(&config.ca_pem) {
-        let cert = cert.map_err(|e| tls("fleet CA")(e.to_string()))?;
-        roots
-            .add(cert)
-            .map_err(|e| tls("fleet CA")(e.to_string()))?;
-        anchors += 1;
-    }
-    if anchors == 0 {
-        return Err(tls("fleet CA")("no certificate in the PEM".into()));
-    }
+    let roots = fleet_roots(&config.ca_pem)?;
     let chain = CertificateDer::pem_slice_iter(&config.client_cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| tls("client certificate")(e.to_string()))?;
@@ -48,4 +37,41 @@ pub fn client_config(config: &UplinkConfig) -> Result<Arc<ClientConfig>, ConfigE
         .with_client_auth_cert(chain, key)
         .map_err(|e| tls("client certificate and key")(e.to_string()))?;
     Ok(Arc::new(client))
+}
+
+/// A TLS 1.3 client that trusts only the fleet CA in `ca_pem` and presents
+/// no certificate: for talking to the backend's HTTPS API before the device
+/// has one (enrollment).
+///
+/// # Errors
+/// [`ConfigError::Tls`] when the PEM holds no usable CA certificate.
+pub fn client_config_server_only(ca_pem: &[u8]) -> Result<Arc<ClientConfig>, ConfigError> {
+    let roots = fleet_roots(ca_pem)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ConfigError::Tls {
+            what: "protocol versions",
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(client))
+}
+
+fn fleet_roots(ca_pem: &[u8]) -> Result<RootCertStore, ConfigError> {
+    let err = |e: String| ConfigError::Tls {
+        what: "fleet CA",
+        reason: e,
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots
+            .add(cert.map_err(|e| err(e.to_string()))?)
+            .map_err(|e| err(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(err("no certificate in the PEM".into()));
+    }
+    Ok(roots)
 }

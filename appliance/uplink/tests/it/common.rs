@@ -258,6 +258,11 @@ pub struct Received {
     pub heartbeats: Vec<(u64, u64, u64)>,
     pub compressed_frames: u64,
     pub frames: u64,
+    /// The newest heartbeat's module states and lost kernel records.
+    pub last_modules: Vec<(String, picket_proto::ModuleState)>,
+    pub last_lost_kernel_records: u64,
+    /// The key/value fields of alerts whose event is a field list, by id.
+    pub fields: HashMap<AlertId, Vec<(String, String)>>,
     /// Distinct alert ids, kept up to date for cheap polling.
     pub ids: std::collections::HashSet<AlertId>,
 }
@@ -372,6 +377,14 @@ fn record(
                 for a in &opened.batch().unwrap() {
                     r.alerts.push((a.seq, a.id));
                     r.ids.insert(a.id);
+                    if let picket_proto::Event::Fields(f) = &a.event {
+                        r.fields.insert(
+                            a.id,
+                            f.iter()
+                                .map(|f| (f.key.as_str().to_owned(), f.value.as_str().to_owned()))
+                                .collect(),
+                        );
+                    }
                 }
             }
             Err(_) => r.refused += 1,
@@ -381,6 +394,12 @@ fn record(
                 Ok(Message::Heartbeat(hb)) => {
                     r.heartbeats
                         .push((hb.seq, hb.spool_depth, hb.spool_evictions_total));
+                    r.last_modules = hb
+                        .modules
+                        .iter()
+                        .map(|m| (m.name.as_str().to_owned(), m.state))
+                        .collect();
+                    r.last_lost_kernel_records = hb.lost_kernel_records_total;
                 }
                 _ => r.refused += 1,
             }

@@ -193,3 +193,39 @@ pub fn fixture_name(kind: MessageKind) -> String {
     };
     format!("{:02}-{name}.bin", kind.as_u8())
 }
+
+/// The compressed fixture: an AlertBatch with `FLAG_DEFLATE` (docs/WIRE.md §1.1).
+pub const DEFLATE_FIXTURE: &str = "10-alert-batch-deflate.bin";
+
+/// The fixed miniz_oxide level the compressed fixture was written with.
+pub const DEFLATE_FIXTURE_LEVEL: u8 = 6;
+
+/// The batch in the compressed fixture: eight process alerts (curl piped to
+/// sh, seq 1000..=1007), repetitive enough that DEFLATE pays off.
+pub fn deflate_fixture_alerts() -> &'static [Alert<'static>] {
+    use std::sync::OnceLock;
+    static ALERTS: OnceLock<Vec<Alert<'static>>> = OnceLock::new();
+    ALERTS.get_or_init(|| (0..8).map(process_alert).collect())
+}
+
+/// A frame around `body` with any kind byte and flags, signed with `key` as a
+/// real sender would: for bodies and flags no encoder produces.
+pub fn sign_raw(kind: u8, flags: u8, body: &[u8], key: &SigningKey) -> Vec<u8> {
+    use ed25519_dalek::{Digest, Sha512};
+    let device = DeviceId::from_public_key(&key.verifying_key());
+    let payload_len = u32::try_from(16 + body.len() + 64).unwrap();
+    let mut f = Vec::with_capacity(9 + 16 + body.len() + 64);
+    f.extend_from_slice(&picket_proto::MAGIC);
+    f.extend_from_slice(&[picket_proto::PROTOCOL_VERSION, kind, flags]);
+    f.extend_from_slice(&payload_len.to_le_bytes());
+    f.extend_from_slice(device.as_bytes());
+    f.extend_from_slice(body);
+    let sig = key
+        .sign_prehashed(
+            Sha512::new().chain_update(&f),
+            Some(picket_proto::SIGNATURE_CONTEXT),
+        )
+        .unwrap();
+    f.extend_from_slice(&sig.to_bytes());
+    f
+}
