@@ -1,5 +1,93 @@
-//! The Picket fleet backend's HTTP API (skeleton: the interface the backend
-//! binary wires; the implementation fills in the router).
+//! The Picket fleet backend's HTTP API: REST under `/api/v1`, an OpenAPI 3.1
+//! document, a WebSocket stream of live events, and `/metrics`, `/healthz`,
+//! `/readyz` for operations.
+//!
+//! # Architecture
+//!
+//! ```text
+//!  browser / CLI / Prometheus / devices (enroll)
+//!          │ HTTP
+//!  ┌───────▼──────────────────────────────────────────────────────┐
+//!  │ router(ctx)  — built from the route table (routes.rs)        │
+//!  │   request metrics · default body limit (64 KiB) · JSON 404/405│
+//!  │   Auth<Role> extractor: session → user → role check (→ CSRF)  │
+//!  │   handlers: auth · devices · alerts · fleet · admin · ops     │
+//!  │   stream: broadcast::Receiver<LiveEvent> → WebSocket          │
+//!  └───────┬──────────────────────────────┬───────────────────────┘
+//!          │ Store (picket-store)          │ Fleet (picket-backend)
+//!     SQLite / PostgreSQL            CA, broker, enroll, revoke, metrics
+//! ```
+//!
+//! The backend binary builds an [`ApiContext`] (store, [`Fleet`]
+//! implementation, the live-event broadcast sender, [`ApiConfig`]) and
+//! serves [`router`] (or [`router_with_ui`], which sends every path outside
+//! `/api/`, `/metrics`, `/healthz`, `/readyz` to a static-file service for the
+//! web UI). [`routes()`] lists every endpoint with its minimum role; the
+//! router and the OpenAPI document are both generated from that one table.
+//!
+//! # Authentication
+//!
+//! Users have a role; passwords are argon2id PHC strings ([`PasswordParams`]:
+//! by default 19 MiB, 2 passes, 1 lane — the OWASP minimum, ~25 ms on one
+//! core of the 2-core backend box; at most two hashes run at once).
+//! `POST /api/v1/auth/login` answers a random 256-bit token (hex) and sets it
+//! as the `picket_session` cookie (HttpOnly, SameSite=Strict, Path=/, Secure
+//! unless [`ApiConfig::cookie_secure`] is off). The store keeps only
+//! [`picket_store::token_hash`] of it, with an expiry of
+//! [`ApiConfig::session_ttl`]. Requests authenticate with
+//! `Authorization: Bearer <token>` or the cookie; the WebSocket stream also
+//! accepts `?token=`. Logins for unknown users verify against a dummy hash of
+//! the same cost, so the answer does not reveal who exists. Disabled users
+//! cannot log in and their sessions are ended.
+//!
+//! No credentials → 401; a too small role → 403; both with
+//! `{"error": "...", "code": "..."}` ([`ApiError`]).
+//!
+//! | role | may |
+//! |---|---|
+//! | viewer | read devices, alerts, counts; the stream; `auth/me`, logout |
+//! | analyst | viewer + triage: `PATCH /alerts/{id}`, notes |
+//! | operator | analyst + enrollment tokens, device revocation |
+//! | admin | operator + users and the audit log |
+//!
+//! Public: setup (only while no user exists), login, enroll, `fleet/ca.pem`,
+//! `fleet/command-key`, `openapi.json`, `/metrics`, `/healthz`, `/readyz`.
+//!
+//! # CSRF
+//!
+//! Bearer-token requests need nothing more: a browser never attaches them by
+//! itself. A request authenticated **by the cookie** with a state-changing
+//! method (anything but GET/HEAD/OPTIONS) must carry the header
+//! `X-Picket-Csrf: 1` ([`CSRF_HEADER`]), else 403 `csrf`: a cross-site page
+//! cannot set a custom header without a CORS preflight, which this API never
+//! grants. In addition, a cookie-authenticated request whose `Origin` header
+//! names another host is refused, which also covers the WebSocket handshake
+//! (not subject to CORS). SameSite=Strict is the first line; these are the
+//! second. A reverse proxy in front must therefore keep the `Host` header.
+//!
+//! # Errors and limits
+//!
+//! Every failure is an [`ApiError`] rendered as JSON: bad JSON, unknown
+//! fields, bad query values and ids are 400 naming the field; unknown ids
+//! 404; bodies over [`DEFAULT_BODY_LIMIT`] (64 KiB; enroll:
+//! [`ENROLL_BODY_LIMIT`], 16 KiB) 413; internal failures a plain 500 whose
+//! cause is only logged.
+//!
+//! # Live stream
+//!
+//! `GET /api/v1/stream` relays `ApiContext::live` to WebSocket clients (see
+//! the `stream` module docs for the message types). Upgraded connections
+//! outlive `axum::serve`'s graceful shutdown; they end when the runtime does
+//! or when every `live` sender is dropped.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn serve(ctx: picket_api::ApiContext) -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+//! axum::serve(listener, picket_api::router(ctx)).await
+//! # }
+//! ```
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +96,27 @@ use async_trait::async_trait;
 use picket_store::model::{Alert, Device, DeviceId};
 use picket_store::Store;
 use serde::Serialize;
+
+mod admin;
+mod alerts;
+mod auth;
+mod devices;
+mod error;
+mod fleet;
+mod metrics;
+mod openapi;
+mod ops;
+mod params;
+mod routes;
+mod state;
+mod stream;
+
+pub use alerts::{DEFAULT_LIMIT as DEFAULT_ALERT_LIMIT, MAX_LIMIT as MAX_ALERT_LIMIT};
+pub use auth::{create_user, hash_password, verify_password, CSRF_HEADER, SESSION_COOKIE};
+pub use devices::is_online;
+pub use error::ApiError;
+pub use fleet::ENROLL_BODY_LIMIT;
+pub use routes::{routes, Access, RouteInfo, DEFAULT_BODY_LIMIT};
 
 /// What the WebSocket stream carries.
 #[derive(Debug, Clone, Serialize)]
@@ -38,6 +147,10 @@ pub trait Fleet: Send + Sync + std::fmt::Debug {
     async fn enroll(&self, request: &[u8]) -> Vec<u8>;
     /// The fleet CA certificate (PEM), which devices pin.
     fn ca_pem(&self) -> String;
+    /// The backend's ed25519 command key (public half): it signs enrollment
+    /// responses, rule bundles and commands; devices pin it at enrollment.
+    /// Served at `GET /api/v1/fleet/command-key` as 64 hex digits.
+    fn command_public_key(&self) -> [u8; 32];
     /// Revokes a device: the store marks it, the broker drops its
     /// connection, and its certificate and payloads are refused from now on.
     async fn revoke(&self, device: &DeviceId, actor: &str) -> Result<Device, String>;
@@ -54,6 +167,39 @@ pub struct ApiConfig {
     pub session_ttl: Duration,
     /// A device is offline after this long without a heartbeat or batch.
     pub offline_after: Duration,
+    /// argon2id cost of new password hashes.
+    pub password: PasswordParams,
+    /// Whether the session cookie is marked `Secure` (HTTPS only). Turn off
+    /// only for plain-HTTP development on a non-localhost address.
+    pub cookie_secure: bool,
+    /// How often the WebSocket stream pings; a client silent for two
+    /// intervals is dropped.
+    pub ws_ping_interval: Duration,
+}
+
+/// argon2id parameters for new password hashes (verification reads the
+/// parameters from each stored PHC string, so changing these only affects
+/// new or changed passwords).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordParams {
+    /// Memory in KiB (`m`).
+    pub memory_kib: u32,
+    /// Passes (`t`).
+    pub iterations: u32,
+    /// Lanes (`p`).
+    pub parallelism: u32,
+}
+
+impl Default for PasswordParams {
+    /// The OWASP minimum for argon2id: m = 19 MiB, t = 2, p = 1. One lane
+    /// because the backend box has two cores and ingest needs one.
+    fn default() -> Self {
+        Self {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
 }
 
 impl Default for ApiConfig {
@@ -61,6 +207,9 @@ impl Default for ApiConfig {
         Self {
             session_ttl: Duration::from_secs(12 * 3600),
             offline_after: Duration::from_secs(3 * 60),
+            password: PasswordParams::default(),
+            cookie_secure: true,
+            ws_ping_interval: Duration::from_secs(30),
         }
     }
 }
@@ -78,8 +227,35 @@ pub struct ApiContext {
     pub config: ApiConfig,
 }
 
-/// The API router (`/api/v1/...`, `/metrics`, `/healthz`, `/readyz`).
+/// The API router (`/api/v1/...`, `/metrics`, `/healthz`, `/readyz`); any
+/// other path is a JSON 404.
 pub fn router(ctx: ApiContext) -> axum::Router {
-    let _ = ctx;
-    axum::Router::new()
+    let state = state::AppState::new(ctx);
+    routes::build(&state)
+        .fallback(routes::not_found)
+        .with_state(state)
+}
+
+/// [`router`] with the web UI: every path outside the API's (`/api/...`
+/// stays a JSON 404) goes to `ui`, typically
+/// `tower_http::services::ServeDir::new(dir).fallback(ServeFile::new(index))`.
+pub fn router_with_ui<S>(ctx: ApiContext, ui: S) -> axum::Router
+where
+    S: tower_service::Service<axum::extract::Request, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Response: axum::response::IntoResponse,
+    S::Future: Send + 'static,
+{
+    let state = state::AppState::new(ctx);
+    routes::build(&state).fallback_service(ui).with_state(state)
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -1,14 +1,104 @@
 //! Storage for the Picket fleet backend.
 //!
-//! (Architecture overview: to be completed by the implementation — see the
-//! module list below.)
-//!
 //! - [`model`]: the domain types the API serves.
 //! - [`Store`]: the one trait the backend's ingest, API and retention use.
 //!   Every method is a short transaction; the ingest path calls
 //!   [`Store::insert_alerts`] with whole batches.
+//! - [`sqlite::SqliteStore`]: the embedded default, one file in the data
+//!   directory. [`postgres::PgStore`]: PostgreSQL for larger fleets.
+//! - [`open`] with a [`StoreSpec`] picks one from the configuration.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use picket_store::model::{AlertFilter, Role};
+//! use picket_store::StoreSpec;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = picket_store::open(&StoreSpec::Sqlite(dir.path().join("picket.db"))).await?;
+//! store.create_user("admin", "$argon2id$...", Role::Admin, 0).await?;
+//! let page = store.alerts(&AlertFilter::default(), None, 50).await?;
+//! assert!(page.alerts.is_empty() && page.next.is_none());
+//! # Ok(()) }
+//! ```
+//!
+//! # Architecture
+//!
+//! **Threads and connections.** SQLite: one writer connection behind a
+//! mutex and four read-only connections (WAL mode: readers never wait for
+//! the writer). Every call runs on tokio's blocking pool
+//! (`spawn_blocking`), never on the async workers. Writes are serialized;
+//! reads run in parallel with them. Postgres: a `deadpool` pool of eight
+//! `tokio-postgres` connections, fully async.
+//!
+//! **Schema** (same tables and columns in both; see `README.md`):
+//! `alerts` (one row per alert; `row` is an ascending integer key, the tie
+//! break of the list order; the whole event is kept as JSON in `event`),
+//! `alert_techniques` (technique key, `timestamp_ms`, `row`), `notes`,
+//! `devices` (the last heartbeat as JSON), `users`, `sessions` (token
+//! hashes only), `enrollment_tokens` (hashes only), `audit_log`. SQLite adds
+//! `alerts_fts`, a contentless FTS5 table with the `trigram` tokenizer over
+//! image, command line and path. Alerts of devices that are not enrolled
+//! are stored anyway (no foreign keys): the ingest only passes enrolled
+//! devices, and retention deletes alerts without joins.
+//!
+//! **Indexes and list order.** Lists are newest first by
+//! `(timestamp_ms DESC, row DESC)` with keyset cursors, so a page costs the
+//! same at any depth. Each equality filter has an index that ends in that
+//! order: `(timestamp_ms, row)`, `(device_id, …)`, `(level, …)`,
+//! `(rule_id, …)`, `(status, …)`, `(source, …)`; a page walks one index
+//! and stops after `limit + 1` rows. A minimum level runs one such query per
+//! level and merges the pages. Techniques are stored as keys for the
+//! technique *and each parent* (`T1059.004` also under `T1059`), so a parent
+//! filter is one equality on the `(technique, timestamp_ms, row)` key.
+//! Text search (case-insensitive substring): SQLite asks the trigram index
+//! how many rows match (counting at most 20,000); a rare needle collects
+//! its matches and sorts them, a common one walks the list order and tests
+//! each row against the index. Needles under 3 characters fall back to
+//! `LIKE` (ASCII case folding). Postgres uses a `pg_trgm` GIN index over
+//! the same three columns with `ILIKE` and leaves the choice to its
+//! planner. SQLite gets fixed planner statistics (written by migration 2)
+//! so its plans do not depend on when `ANALYZE` last ran.
+//!
+//! **Migrations** run at open/connect. SQLite counts them in
+//! `PRAGMA user_version`; Postgres in the `picket_schema_version` table,
+//! under an advisory lock so several backends may start at once. A
+//! database newer than the build is refused, never downgraded.
+//!
+//! **Durability.** SQLite runs `journal_mode=WAL`, `synchronous=NORMAL`:
+//! a commit is in the WAL but not fsynced; the WAL is synced at each
+//! checkpoint (about every 4 MiB of changes). A process crash loses
+//! nothing that was committed; a power cut or kernel panic can lose the
+//! transactions since the last checkpoint (in practice the last few
+//! hundred milliseconds to seconds of ingest) but never corrupts the file.
+//! Alerts the uplink acknowledged in that window are then gone (the device
+//! dropped them from its spool); where that matters, open with
+//! [`sqlite::SqliteOptions::durable`] (`synchronous=FULL`: an fsync per
+//! commit, so pass bigger batches). Postgres durability
+//! is the server's (`synchronous_commit`).
+//!
+//! **Backups.** SQLite: [`sqlite::SqliteStore::backup_to`] (`VACUUM INTO`,
+//! consistent, online), or `sqlite3 picket.db ".backup backup.db"` from a
+//! shell; copying the file alone while the backend runs is *not* safe
+//! without its `-wal` file. Postgres: `pg_dump` (with `--schema` when the
+//! store uses one).
+//!
+//! **Retention** deletes by event time (`timestamp_ms`) and then the
+//! oldest beyond a count, in transactions of 10,000 alerts so ingest keeps
+//! flowing, with their notes, technique keys and search entries; it also
+//! drops expired sessions.
+//!
+//! **Ingest.** One transaction per [`Store::insert_alerts`] call with
+//! cached statements (SQLite) or one `INSERT … SELECT FROM unnest(…) ON
+//! CONFLICT DO NOTHING RETURNING` per batch (Postgres). Larger batches
+//! amortize the commit and the FTS segment flush: the ingest should pass
+//! what it has queued (several uplink batches at once) when it falls
+//! behind. See `README.md` for measured rates.
 
 pub mod model;
+pub mod postgres;
+mod query;
+pub mod sqlite;
 
 use async_trait::async_trait;
 use model::{
@@ -196,4 +286,43 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn stats(&self) -> Result<StoreStats, StoreError>;
     /// Whether the database answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Which store to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// The embedded SQLite file.
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL URL (`postgres://user:pass@host:5432/db`).
+    Postgres(String),
+}
+
+impl StoreSpec {
+    /// `postgres://` or `postgresql://` URLs are Postgres; anything else is
+    /// a SQLite file path.
+    #[must_use]
+    pub fn parse(url_or_path: &str) -> Self {
+        if url_or_path.starts_with("postgres://") || url_or_path.starts_with("postgresql://") {
+            Self::Postgres(url_or_path.to_owned())
+        } else {
+            Self::Sqlite(url_or_path.into())
+        }
+    }
+}
+
+/// Opens the store `spec` names, running its migrations.
+///
+/// # Errors
+/// The database cannot be opened or migrated.
+pub async fn open(spec: &StoreSpec) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    match spec {
+        StoreSpec::Sqlite(path) => {
+            let path = path.clone();
+            let store = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(path))
+                .await
+                .map_err(|e| StoreError::Backend(format!("open: task failed: {e}")))??;
+            Ok(std::sync::Arc::new(store))
+        }
+        StoreSpec::Postgres(url) => Ok(std::sync::Arc::new(postgres::PgStore::connect(url).await?)),
+    }
 }

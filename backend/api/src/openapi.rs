@@ -1,0 +1,263 @@
+//! The OpenAPI 3.1 document served at `/api/v1/openapi.json`, generated from
+//! the route table ([`crate::routes`]) plus the hand-written component
+//! schemas below. Tests check that every routed endpoint is in it.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+use crate::routes::{Access, Body, Resp, ROUTES};
+
+/// `GET /api/v1/openapi.json`
+pub(crate) async fn serve() -> Response {
+    static DOC: OnceLock<String> = OnceLock::new();
+    let text = DOC.get_or_init(|| document().to_string());
+    ([(CONTENT_TYPE, "application/json")], text.clone()).into_response()
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn error_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/json": { "schema": schema_ref("Error") } }
+    })
+}
+
+fn operation(route: &crate::routes::Route) -> Value {
+    let info = &route.info;
+    let mut params: Vec<Value> = info
+        .path
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| {
+            let schema = if info.path.starts_with("/api/v1/users/") {
+                json!({ "type": "integer", "format": "int64" })
+            } else {
+                json!({ "type": "string", "pattern": "^[0-9a-f]{32}$" })
+            };
+            json!({ "name": name, "in": "path", "required": true, "schema": schema })
+        })
+        .collect();
+    params.extend(route.query.iter().map(|(name, description)| {
+        json!({
+            "name": name, "in": "query", "required": false,
+            "description": description, "schema": { "type": "string" }
+        })
+    }));
+
+    let (status, resp) = route.ok;
+    let ok = match resp {
+        Resp::Json(s) => json!({ "description": "Success",
+            "content": { "application/json": { "schema": schema_ref(s) } } }),
+        Resp::JsonArray(s) => json!({ "description": "Success",
+            "content": { "application/json": { "schema": { "type": "array", "items": schema_ref(s) } } } }),
+        Resp::Text(mime) => json!({ "description": "Success",
+            "content": { mime: { "schema": { "type": "string" } } } }),
+        Resp::Binary => json!({ "description": "An EnrollResponse frame (accepted or rejected)",
+            "content": { "application/octet-stream": { "schema": { "type": "string", "contentMediaType": "application/octet-stream" } } } }),
+        Resp::Empty => json!({ "description": "Success, no body" }),
+        Resp::WebSocket => {
+            json!({ "description": "Switching to the WebSocket protocol; messages are LiveMessage JSON texts",
+            "content": { "application/json": { "schema": schema_ref("LiveMessage") } } })
+        }
+    };
+    let mut responses = Map::new();
+    responses.insert(status.to_string(), ok);
+    responses.insert(
+        "400".into(),
+        error_response("Bad input; `error` names what was wrong"),
+    );
+    if let Access::Role(_) = info.access {
+        responses.insert(
+            "401".into(),
+            error_response("Not authenticated or session expired"),
+        );
+        responses.insert(
+            "403".into(),
+            error_response(
+                "Role too small, or a cookie-authenticated change without `X-Picket-Csrf: 1`",
+            ),
+        );
+    }
+    if info.path.contains('{') {
+        responses.insert("404".into(), error_response("No such id"));
+    }
+    if !matches!(route.body, Body::None) {
+        responses.insert("413".into(), error_response("Body too large"));
+    }
+    if info.path == "/readyz" {
+        responses.insert("503".into(), error_response("Not ready; `error` says why"));
+    }
+    responses.insert("500".into(), error_response("Internal error (logged)"));
+
+    let mut op = json!({
+        "operationId": operation_id(info.method, info.path),
+        "summary": info.summary,
+        "tags": [info.tag],
+        "parameters": params,
+        "responses": responses,
+    });
+    match info.access {
+        Access::Public => {
+            op["security"] = json!([]);
+        }
+        Access::Role(role) => {
+            op["security"] = json!([{ "bearer": [] }, { "cookie": [] }]);
+            op["x-picket-min-role"] = json!(role.as_str());
+        }
+    }
+    match route.body {
+        Body::None => {}
+        Body::Json(s) => {
+            op["requestBody"] = json!({ "required": true,
+                "content": { "application/json": { "schema": schema_ref(s) } } });
+        }
+        Body::Binary => {
+            op["requestBody"] = json!({ "required": true,
+                "content": { "application/octet-stream": { "schema": { "type": "string", "contentMediaType": "application/octet-stream", "maxLength": crate::fleet::ENROLL_BODY_LIMIT } } } });
+        }
+    }
+    op
+}
+
+fn operation_id(method: &str, path: &str) -> String {
+    let mut id = method.to_ascii_lowercase();
+    for seg in path
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != "api" && *s != "v1")
+    {
+        id.push('_');
+        id.extend(seg.chars().filter(|c| !matches!(c, '{' | '}')).map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c
+            } else {
+                '_'
+            }
+        }));
+    }
+    id
+}
+
+/// The whole document.
+#[must_use]
+pub(crate) fn document() -> Value {
+    let mut paths: BTreeMap<&str, Map<String, Value>> = BTreeMap::new();
+    for route in ROUTES {
+        paths
+            .entry(route.info.path)
+            .or_default()
+            .insert(route.info.method.to_ascii_lowercase(), operation(route));
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Picket fleet backend API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "REST API of the Picket fleet backend. Authenticate with `POST /api/v1/auth/login`, then send `Authorization: Bearer <token>` or the `picket_session` cookie. Cookie-authenticated POST/PATCH requests must carry `X-Picket-Csrf: 1`. Errors are `{\"error\": \"...\", \"code\": \"...\"}`.",
+            "license": { "name": "Apache-2.0", "identifier": "Apache-2.0" }
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "bearer": { "type": "http", "scheme": "bearer" },
+                "cookie": { "type": "apiKey", "in": "cookie", "name": crate::auth::SESSION_COOKIE }
+            },
+            "schemas": schemas()
+        }
+    })
+}
+
+fn schemas() -> Value {
+    let level =
+        json!({ "type": "string", "enum": ["informational", "low", "medium", "high", "critical"] });
+    let role = json!({ "type": "string", "enum": ["admin", "operator", "analyst", "viewer"] });
+    let status = json!({ "type": "string", "enum": ["new", "acknowledged", "resolved"] });
+    let source = json!({ "type": "string", "enum": ["appliance", "windows", "macos", "upload"] });
+    let ms = json!({ "type": "integer", "format": "int64", "description": "milliseconds since the Unix epoch" });
+    let opt_ms = json!({ "type": ["integer", "null"], "format": "int64" });
+    let hex = json!({ "type": "string", "pattern": "^[0-9a-f]{32}$" });
+    let opt_str = json!({ "type": ["string", "null"] });
+    json!({
+        "Error": { "type": "object", "required": ["error", "code"], "properties": {
+            "error": { "type": "string", "description": "What was wrong, for people" },
+            "code": { "type": "string", "description": "Machine code: bad_request, unauthorized, forbidden, csrf, account_disabled, not_found, method_not_allowed, conflict, payload_too_large, unsupported_media_type, upgrade_required, unavailable, internal" } } },
+        "Status": { "type": "object", "properties": { "status": { "type": "string" } } },
+        "OpenApi": { "type": "object", "description": "An OpenAPI 3.1 document" },
+        "Level": level,
+        "Role": role,
+        "AlertStatus": status,
+        "AlertSource": source,
+        "Credentials": { "type": "object", "required": ["name", "password"], "additionalProperties": false, "properties": {
+            "name": { "type": "string", "maxLength": 64 }, "password": { "type": "string", "minLength": 8, "maxLength": 1024 } } },
+        "LoginResponse": { "type": "object", "required": ["token", "expires_ms", "user"], "properties": {
+            "token": { "type": "string", "description": "Bearer token (64 hex digits)" },
+            "expires_ms": ms, "user": schema_ref("User") } },
+        "User": { "type": "object", "required": ["id", "name", "role", "disabled", "created_ms"], "properties": {
+            "id": { "type": "integer", "format": "int64" }, "name": { "type": "string" },
+            "role": schema_ref("Role"), "disabled": { "type": "boolean" }, "created_ms": ms } },
+        "NewUser": { "type": "object", "required": ["name", "password", "role"], "additionalProperties": false, "properties": {
+            "name": { "type": "string" }, "password": { "type": "string", "minLength": 8 }, "role": schema_ref("Role") } },
+        "UserPatch": { "type": "object", "additionalProperties": false, "properties": {
+            "role": schema_ref("Role"), "password": { "type": "string", "minLength": 8 }, "disabled": { "type": "boolean" } } },
+        "ModuleStatus": { "type": "object", "properties": {
+            "name": { "type": "string" }, "state": { "type": "string" }, "error": opt_str } },
+        "Heartbeat": { "type": "object", "properties": {
+            "seq": { "type": "integer" }, "received_ms": ms, "uptime_secs": { "type": "integer" },
+            "agent_version": { "type": "string" }, "rule_bundle_version": { "type": ["integer", "null"] },
+            "spool_depth": { "type": "integer" }, "spool_bytes": { "type": "integer" },
+            "spool_evictions_total": { "type": "integer" }, "lost_kernel_records_total": { "type": "integer" },
+            "modules": { "type": "array", "items": schema_ref("ModuleStatus") },
+            "cpu_permille": { "type": "integer" }, "rss_bytes": { "type": "integer" } } },
+        "Device": { "type": "object", "required": ["id", "hostname", "online"], "properties": {
+            "id": hex, "hostname": { "type": "string" },
+            "public_key": { "type": "array", "items": { "type": "integer" }, "description": "Ed25519 public key bytes" },
+            "cert_serial": { "type": "string" }, "enrolled_ms": ms, "revoked_ms": opt_ms,
+            "last_seen_ms": opt_ms, "last_alert_seq": { "type": "integer" },
+            "heartbeat": { "oneOf": [schema_ref("Heartbeat"), { "type": "null" }] },
+            "online": { "type": "boolean", "description": "Not revoked and seen within the offline window" } } },
+        "Alert": { "type": "object", "required": ["id", "device_id", "level", "rule_id", "rule_title", "status"], "properties": {
+            "id": hex, "device_id": hex, "seq": { "type": "integer" }, "timestamp_ms": ms, "received_ms": ms,
+            "level": schema_ref("Level"), "source": schema_ref("AlertSource"),
+            "rule_id": { "type": "string" }, "rule_title": { "type": "string" },
+            "rule_author": { "type": ["string", "null"], "description": "The matched rule's author (credited under DRL 1.1 for SigmaHQ rules); also inside `event`" },
+            "techniques": { "type": "array", "items": { "type": "string" } },
+            "image": opt_str, "command_line": opt_str, "path": opt_str,
+            "event": { "type": "object", "description": "The whole event as JSON" },
+            "status": schema_ref("AlertStatus"), "assignee": opt_str, "updated_ms": ms } },
+        "AlertDetail": { "allOf": [schema_ref("Alert"), { "type": "object", "properties": {
+            "notes": { "type": "array", "items": schema_ref("Note") } } }] },
+        "AlertList": { "type": "object", "required": ["alerts", "next"], "properties": {
+            "alerts": { "type": "array", "items": schema_ref("Alert") },
+            "next": { "type": ["string", "null"], "description": "Cursor of the next page; null at the end" } } },
+        "AlertPatch": { "type": "object", "additionalProperties": false, "properties": {
+            "status": schema_ref("AlertStatus"), "assignee": { "type": ["string", "null"], "description": "A user name; null unassigns" } } },
+        "Note": { "type": "object", "properties": { "author": { "type": "string" }, "at_ms": ms, "text": { "type": "string" } } },
+        "NewNote": { "type": "object", "required": ["text"], "additionalProperties": false, "properties": {
+            "text": { "type": "string", "maxLength": 4096 } } },
+        "AlertCounts": { "type": "object", "properties": {
+            "bucket_ms": { "type": "integer" },
+            "buckets": { "type": "array", "items": { "type": "object", "properties": {
+                "start_ms": ms, "level": schema_ref("Level"), "count": { "type": "integer" } } } } } },
+        "NewToken": { "type": "object", "required": ["label", "ttl_secs"], "additionalProperties": false, "properties": {
+            "label": { "type": "string", "maxLength": 128 }, "ttl_secs": { "type": "integer", "minimum": 60, "maximum": 2_592_000 } } },
+        "EnrollmentToken": { "type": "object", "properties": {
+            "id": { "type": "integer" }, "label": { "type": "string" }, "created_by": { "type": "string" },
+            "created_ms": ms, "expires_ms": ms, "used_ms": opt_ms, "used_by": opt_str } },
+        "CreatedToken": { "allOf": [schema_ref("EnrollmentToken"), { "type": "object", "required": ["token"], "properties": {
+            "token": { "type": "string", "description": "The token value; shown only here" } } }] },
+        "AuditEntry": { "type": "object", "properties": {
+            "id": { "type": "integer" }, "at_ms": ms, "actor": { "type": "string" }, "action": { "type": "string" },
+            "target": { "type": "string" }, "detail": {} } },
+        "AuditPage": { "type": "object", "properties": {
+            "entries": { "type": "array", "items": schema_ref("AuditEntry") },
+            "next": { "type": ["integer", "null"], "description": "`before` of the next page" } } },
+        "LiveMessage": { "type": "object", "required": ["type"], "description": "A stream message. `alert`: an Alert; `device`: {device, online, change}; `lagged`: {skipped}; `filter`: the acknowledged filter; `error`: {error}. Clients may send {\"type\":\"filter\",\"min_level\":...,\"device\":...}.",
+            "properties": { "type": { "type": "string", "enum": ["alert", "device", "lagged", "filter", "error"] } } }
+    })
+}

