@@ -152,6 +152,59 @@ impl Alert {
     }
 }
 
+/// The rule set detection runs, replaceable while events flow.
+///
+/// The detection thread takes the current set between two bus batches, so
+/// every event is evaluated by exactly one set: the old or the new, never
+/// neither and never both. Compiling happens before [`RuleSlot::replace`];
+/// the swap itself is a pointer exchange. Correlation windows belong to the
+/// set, so a swap starts them afresh.
+#[derive(Debug, Clone)]
+pub struct RuleSlot {
+    current: std::sync::Arc<std::sync::Mutex<std::sync::Arc<RuleSet>>>,
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RuleSlot {
+    /// A slot holding `rules` (generation 0).
+    #[must_use]
+    pub fn new(rules: RuleSet) -> Self {
+        Self {
+            current: std::sync::Arc::new(std::sync::Mutex::new(std::sync::Arc::new(rules))),
+            generation: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+
+    /// Installs `rules`; returns the new generation.
+    pub fn replace(&self, rules: RuleSet) -> u64 {
+        let mut c = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *c = std::sync::Arc::new(rules);
+        // bumped under the lock: a reader that sees the new number gets the new set
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            + 1
+    }
+
+    /// The generation installed last (cheap: one atomic load).
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The current set and its generation.
+    #[must_use]
+    pub fn current(&self) -> (u64, std::sync::Arc<RuleSet>) {
+        let c = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (self.generation(), c.clone())
+    }
+}
+
 /// Rule loading outcome.
 #[derive(Debug)]
 pub struct LoadedRules {

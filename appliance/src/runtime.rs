@@ -665,6 +665,7 @@ pub async fn run(
             },
         );
     }
+    let mut rule_slot: Option<detect::RuleSlot> = None;
     let detector = match detect_rx {
         Some(mut rx) => {
             let loaded = detect::load_rules(&config.rules_dirs, &config.placeholders);
@@ -678,7 +679,8 @@ pub async fn run(
             );
             let mut out = open_sink(&config.alerts)?;
             let alerts_total = alerts_total.clone();
-            let rules = loaded.rules;
+            let slot = detect::RuleSlot::new(loaded.rules);
+            rule_slot = Some(slot.clone());
             let latency = latency.clone();
             let source_kind = opts.source.clone();
             let spool = spool.clone();
@@ -693,7 +695,12 @@ pub async fn run(
                             .as_mut()
                             .map(|o| std::io::BufWriter::with_capacity(64 * 1024, o));
                         let live = matches!(source_kind, Source::Live);
+                        let (mut generation, mut rules) = slot.current();
                         while let Some(batch) = rx.blocking_recv() {
+                            // a new set takes over between batches only
+                            if slot.generation() != generation {
+                                (generation, rules) = slot.current();
+                            }
                             for ev in batch.iter() {
                                 if live {
                                     latency.record_ns(
@@ -826,7 +833,15 @@ pub async fn run(
             if let Some(k) = &ctx.kernel {
                 k.release_btf();
             }
-            wait_for_shutdown(&mut shutdown, &opts, &mut modules, &ctx, &board).await;
+            wait_for_shutdown(
+                &mut shutdown,
+                &opts,
+                &mut modules,
+                &ctx,
+                &board,
+                rule_slot.as_ref(),
+            )
+            .await;
         }
         Source::Replay(path) => {
             report.invalid_lines = replay(path, &bus).await?;
@@ -944,6 +959,7 @@ async fn wait_for_shutdown(
     modules: &mut [Box<dyn Module>],
     ctx: &ModuleContext,
     board: &ModuleBoard,
+    rule_slot: Option<&detect::RuleSlot>,
 ) {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
@@ -960,6 +976,15 @@ async fn wait_for_shutdown(
                 };
                 match Config::load(path) {
                     Ok(c) => {
+                        if let Some(slot) = rule_slot {
+                            let loaded = detect::load_rules(&c.rules_dirs, &c.placeholders);
+                            for e in &loaded.errors {
+                                tracing::warn!("rule not loaded: {e}");
+                            }
+                            let n = loaded.rules.len();
+                            let generation = slot.replace(loaded.rules);
+                            tracing::info!(generation, "detection: {n} rules loaded, {} left out", loaded.errors.len());
+                        }
                         for m in modules.iter_mut() {
                             let was = m.enabled();
                             if let Err(e) = m.reload(ctx, &c) {
