@@ -112,6 +112,6 @@ pub use spool::{
     SpoolStats,
 };
 pub use uplink::{
-    run, Compression, ConfigError, HeartbeatExtras, HeartbeatSource, Stats, StatsHandle, Uplink,
-    UplinkConfig, UplinkError, UplinkStats,
+    run, Compression, ConfigError, Downlink, FleetLink, HeartbeatExtras, HeartbeatSource, Stats,
+    StatsHandle, Uplink, UplinkConfig, UplinkError, UplinkStats, Uplinked,
 };

@@ -82,6 +82,11 @@ pub struct UplinkStats {
     /// Alerts dropped because even alone they exceed `max_packet_bytes`
     /// (possible only when it is set below a full frame).
     pub oversized_alerts_dropped_total: u64,
+    /// Bundle and command frames handed to the appliance.
+    pub downlink_received_total: u64,
+    /// Downlink frames the appliance's queue had no room for, and
+    /// acknowledgements or replies that could not be published.
+    pub fleet_dropped_total: u64,
     /// The last connection error, for diagnostics.
     pub last_error: Option<String>,
 }
@@ -108,6 +113,8 @@ struct Counters {
     heartbeats: AtomicU64,
     inflight: AtomicU64,
     oversized_dropped: AtomicU64,
+    downlink_received: AtomicU64,
+    fleet_dropped: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -138,6 +145,8 @@ impl StatsHandle {
                 heartbeats_sent_total: get(&c.heartbeats),
                 inflight_batches: get(&c.inflight),
                 oversized_alerts_dropped_total: get(&c.oversized_dropped),
+                downlink_received_total: get(&c.downlink_received),
+                fleet_dropped_total: get(&c.fleet_dropped),
                 last_error: c
                     .last_error
                     .lock()
@@ -155,6 +164,37 @@ pub struct Uplink {
     spool: Spool,
     tls: Arc<rustls::ClientConfig>,
     counters: Arc<Counters>,
+    fleet: Option<FleetLink>,
+}
+
+/// A frame the backend sent to this device (bundle announcements and
+/// chunks, commands), handed over undecoded: the receiver verifies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Downlink {
+    /// Which topic it came on.
+    pub channel: Channel,
+    /// The frame.
+    pub payload: Vec<u8>,
+}
+
+/// A frame this device sends that does not belong in the spool (bundle
+/// acknowledgements, command replies): published at QoS 1 while connected,
+/// dropped while not (their senders repeat state, not history).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uplinked {
+    /// [`Channel::Acks`] or [`Channel::Replies`].
+    pub channel: Channel,
+    /// The frame, signed by the device.
+    pub payload: Vec<u8>,
+}
+
+/// The two directions of fleet traffic besides alerts and heartbeats.
+#[derive(Debug)]
+pub struct FleetLink {
+    /// Where downlink frames go (bounded; a full queue drops and counts).
+    pub downlink: mpsc::Sender<Downlink>,
+    /// Frames to publish.
+    pub outbox: mpsc::Receiver<Uplinked>,
 }
 
 /// Validates `config` and runs the uplink until `shutdown` completes.
@@ -194,7 +234,16 @@ impl Uplink {
             spool,
             tls,
             counters: Arc::default(),
+            fleet: None,
         })
+    }
+
+    /// Subscribes to the device's bundle and command topics and publishes
+    /// acknowledgements and replies through `link`.
+    #[must_use]
+    pub fn with_fleet_link(mut self, link: FleetLink) -> Self {
+        self.fleet = Some(link);
+        self
     }
 
     /// A handle to the figures.
@@ -211,8 +260,29 @@ impl Uplink {
     ///
     /// # Errors
     /// [`UplinkError::Spool`] when the spool fails on disk.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), UplinkError> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), UplinkError> {
         tokio::pin!(shutdown);
+        let (downlink, mut outbox) = match self.fleet.take() {
+            Some(l) => (Some(l.downlink), Some(l.outbox)),
+            None => (None, None),
+        };
+        let downlink_topics: Vec<(String, Channel)> = if downlink.is_some() {
+            [
+                Channel::BundleAnnounce,
+                Channel::BundleChunks,
+                Channel::Commands,
+            ]
+            .into_iter()
+            .map(|ch| {
+                (
+                    topic::topic(self.config.identity.device_id(), ch).to_string(),
+                    ch,
+                )
+            })
+            .collect()
+        } else {
+            Vec::new()
+        };
         let device = self.config.identity.device_id();
         let alerts_topic = topic::topic(device, Channel::Alerts).to_string();
         let heartbeat_topic = topic::topic(device, Channel::Heartbeat).to_string();
@@ -342,6 +412,12 @@ impl Uplink {
                             None => std::future::pending().await,
                         }
                     };
+                    let outgoing = async {
+                        match outbox.as_mut() {
+                            Some(o) => o.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    };
                     tokio::select! {
                         () = &mut shutdown => break Ok(()),
                         () = sleep => {}
@@ -351,8 +427,41 @@ impl Uplink {
                                 break Ok(());
                             }
                         }
+                        out = outgoing => match (out, &conn) {
+                            (Some(o), Some(cn)) if c.connected.load(Ordering::Relaxed) => {
+                                let t = topic::topic(device, o.channel).to_string();
+                                if cn.client.try_publish(&t, QoS::AtLeastOnce, false, o.payload).is_err() {
+                                    c.fleet_dropped.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            (Some(_), _) => {
+                                c.fleet_dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                            // the sender is gone: nothing more will come
+                            (None, _) => outbox = None,
+                        },
                         ev = event => {
                             let ev = ev.unwrap_or(Err(ConnectionError::RequestsDone));
+                            if let Ok(Event::Incoming(Packet::ConnAck(_))) = &ev {
+                                if let Some(cn) = &conn {
+                                    for (t, _) in &downlink_topics {
+                                        let _ = cn.client.try_subscribe(t.as_str(), QoS::AtLeastOnce);
+                                    }
+                                }
+                            }
+                            if let Ok(Event::Incoming(Packet::Publish(p))) = &ev {
+                                if let (Some(tx), Some((_, ch))) = (
+                                    &downlink,
+                                    downlink_topics.iter().find(|(t, _)| *t == p.topic),
+                                ) {
+                                    let d = Downlink { channel: *ch, payload: p.payload.to_vec() };
+                                    if tx.try_send(d).is_err() {
+                                        c.fleet_dropped.fetch_add(1, Ordering::Relaxed);
+                                    } else {
+                                        c.downlink_received.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                            }
                             if let Err(e) = self.on_event(ev, &mut session, &mut batches) {
                                 break Err(e);
                             }

@@ -14,5 +14,6 @@ mod common;
 mod crash;
 mod delivery;
 mod eviction;
+mod fleet_link;
 mod recovery;
 mod tls;
