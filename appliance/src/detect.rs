@@ -236,6 +236,7 @@ pub fn load_rules(
         }
         collect_yaml(d, &mut sources, &mut errors);
     }
+    dedup_rule_ids(&mut sources, BUILTIN_RULES.len(), &mut errors);
     let loaded =
         RuleSet::from_sources(sources.iter().map(|(p, t)| (p.as_path(), t.as_str())), &cfg);
     errors.extend(loaded.errors.iter().map(ToString::to_string));
@@ -243,6 +244,48 @@ pub fn load_rules(
         rules: loaded.rules,
         errors,
     }
+}
+
+/// The top-level `id:` of every YAML document in `text`.
+fn rule_ids(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("id:"))
+        .map(|v| v.trim().trim_matches(['"', '\'']))
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// One rule per id: a rule file from a directory replaces a built-in rule
+/// with the same id (how an operator overrides one), and a later file whose
+/// id was already loaded is left out and reported. Without this the same
+/// rule loaded twice raises every alert twice.
+fn dedup_rule_ids(sources: &mut Vec<(PathBuf, String)>, builtin: usize, errors: &mut Vec<String>) {
+    let mut from_dirs: std::collections::HashMap<String, PathBuf> =
+        std::collections::HashMap::new();
+    let mut keep = vec![true; sources.len()];
+    for (i, (path, text)) in sources.iter().enumerate().skip(builtin) {
+        for id in rule_ids(text) {
+            if let Some(first) = from_dirs.get(id) {
+                if first != path {
+                    errors.push(format!(
+                        "{}: rule id {id} is already loaded from {}; left out",
+                        path.display(),
+                        first.display()
+                    ));
+                    keep[i] = false;
+                }
+            } else {
+                from_dirs.insert(id.to_owned(), path.clone());
+            }
+        }
+    }
+    for (i, (_, text)) in sources.iter().enumerate().take(builtin) {
+        if rule_ids(text).iter().any(|id| from_dirs.contains_key(*id)) {
+            keep[i] = false;
+        }
+    }
+    let mut k = keep.into_iter();
+    sources.retain(|_| k.next().unwrap_or(true));
 }
 
 fn collect_yaml(dir: &std::path::Path, out: &mut Vec<(PathBuf, String)>, errors: &mut Vec<String>) {
@@ -265,5 +308,32 @@ pub fn evaluate(rules: &RuleSet, event: &Event, scratch: &mut Vec<Match>, out: &
     rules.evaluate(&logsource(event), &SigmaEvent(event), scratch);
     for m in scratch.iter() {
         out.push(Alert::from_match(m, event));
+    }
+}
+
+#[cfg(test)]
+mod dedup_tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    #[test]
+    fn a_directory_rule_replaces_the_builtin_with_its_id_and_duplicates_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, builtin) = BUILTIN_RULES[0];
+        std::fs::write(dir.path().join("a.yml"), builtin).unwrap();
+        std::fs::write(dir.path().join("b.yml"), builtin).unwrap();
+        let loaded = load_rules(&[dir.path().to_owned()], &Default::default());
+        assert_eq!(
+            loaded.rules.len(),
+            BUILTIN_RULES.len(),
+            "{:?}",
+            loaded.errors
+        );
+        assert_eq!(loaded.errors.len(), 1, "{:?}", loaded.errors);
+        assert!(
+            loaded.errors[0].contains("already loaded"),
+            "{:?}",
+            loaded.errors
+        );
     }
 }
