@@ -18,6 +18,18 @@ use std::path::PathBuf;
 /// Picket's own rules, compiled in.
 pub const BUILTIN_RULES: &[(&str, &str)] = &[
     (
+        "builtin/cron_persistence.yml",
+        include_str!("../rules/cron_persistence.yml"),
+    ),
+    (
+        "builtin/history_clearing.yml",
+        include_str!("../rules/history_clearing.yml"),
+    ),
+    (
+        "builtin/systemd_persistence.yml",
+        include_str!("../rules/systemd_persistence.yml"),
+    ),
+    (
         "builtin/fileless_exec.yml",
         include_str!("../rules/fileless_exec.yml"),
     ),
