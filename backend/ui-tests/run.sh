@@ -24,11 +24,16 @@ server="${PICKET_UI_SERVER:-$bin}"
 seed="$CARGO_TARGET_DIR/debug/examples/seed"
 
 echo "== browser and test dependencies"
-if [ ! -x /usr/bin/chromium ]; then
+need=()
+[ -x /usr/bin/chromium ] || need+=(chromium fonts-dejavu-core)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   else
-    echo "run.sh: /usr/bin/chromium is missing (apt-get install chromium)" >&2
+    echo "run.sh: missing ${need[*]} (apt-get install ${need[*]})" >&2
     exit 1
   fi
 fi
@@ -101,7 +106,15 @@ export PICKET_UI_URL="$url" PICKET_MQTT="127.0.0.1:$mqtt_port" PICKET_SEED_BIN="
   PICKET_SCREENSHOTS="$here/screenshots"
 cd "$here"
 status=0
-node --test --test-concurrency=1 --test-reporter=spec tests/ || status=$?
+# One test file, its tests in order (Node 18, Debian 12's, and later).
+node --test --test-reporter=spec tests/ui.test.js 2>&1 | tee "$tmp/tests.out" || status=$?
+# The summary in cargo's format, which .ci/test totals.
+passed=$(awk '/^ℹ pass /{print $3}' "$tmp/tests.out" | tail -1)
+failed=$(awk '/^ℹ fail /{f=$3} /^ℹ cancelled /{c=$3} END{print f+c}' "$tmp/tests.out")
+if [ "$status" != 0 ] && [ "${failed:-0}" = 0 ]; then failed=1; fi
+result=ok
+[ "$status" = 0 ] || result=FAILED
+echo "test result: $result. ${passed:-0} passed; ${failed:-0} failed; 0 ignored; 0 measured; 0 filtered out (browser tests)"
 if [ "$status" != 0 ]; then
   echo "== backend log (last 60 lines)"
   tail -n 60 "$tmp/backend.log"

@@ -18,6 +18,9 @@
     reason = "a test harness: failing loudly with the cause is its job"
 )]
 
+pub mod backend;
+pub mod netns;
+
 use serde_json::Value;
 use std::io::Read;
 use std::path::{Path, PathBuf};

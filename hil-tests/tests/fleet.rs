@@ -8,169 +8,11 @@
     reason = "test code: a failure must stop the test with its cause"
 )]
 
-use picket_hil_tests::{free_port, set, wait_for, Options, Picketd};
+use picket_hil_tests::backend::Backend;
+use picket_hil_tests::{set, wait_for, Options, Picketd};
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
-
-fn backend_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("PICKET_BACKEND") {
-        return PathBuf::from(p);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
-        PathBuf::from,
-    );
-    let bin = target.join("debug/picket-backend");
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo build -p picket-backend` first",
-        bin.display()
-    );
-    bin
-}
-
-struct Backend {
-    child: Child,
-    config: PathBuf,
-    http: u16,
-    mqtt: u16,
-    log: PathBuf,
-}
-
-impl Backend {
-    fn start(dir: &Path) -> Self {
-        let (http, mqtt) = (free_port(), free_port());
-        let config = dir.join("backend.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n\
-                 [mqtt]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{mqtt}\"\n\
-                 hostnames = [\"127.0.0.1\"]\n[ingest]\noffline_after_secs = 30\n",
-                dir.join("data").display()
-            ),
-        )
-        .unwrap();
-        let log = dir.join("backend.log");
-        let child = Command::new(backend_bin())
-            .arg("--config")
-            .arg(&config)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let b = Self {
-            child,
-            config,
-            http,
-            mqtt,
-            log,
-        };
-        wait_for("backend ready", Duration::from_secs(60), || {
-            (request(b.http, "GET", "/readyz", None, None).0 == 200).then_some(())
-        });
-        b
-    }
-
-    fn cli(&self, args: &[&str], env: &[(&str, &str)], stdin: &str) -> String {
-        let mut c = Command::new(backend_bin());
-        c.arg("--config").arg(&self.config).args(args);
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let mut child = c
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "picket-backend {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One HTTP/1.1 request on loopback: (status, body).
-fn request(
-    port: u16,
-    method: &str,
-    path: &str,
-    bearer: Option<&str>,
-    json: Option<&Value>,
-) -> (u16, String) {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    let body = json.map(Value::to_string).unwrap_or_default();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    if let Some(t) = bearer {
-        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    if json.is_some() {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let Some((head, body)) = raw.split_once("\r\n\r\n") else {
-        return (0, raw);
-    };
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = String::new();
-        let mut rest = body;
-        while let Some((size, after)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            out.push_str(&after[..n]);
-            rest = &after[n + 2..];
-        }
-        out
-    } else {
-        body.to_owned()
-    };
-    (status, body)
-}
 
 #[test]
 fn appliance_alerts_reach_the_backend_api_after_enrollment() {
@@ -282,8 +124,7 @@ fn appliance_alerts_reach_the_backend_api_after_enrollment() {
     );
 
     // the analyst's view
-    let (st, body) = request(
-        backend.http,
+    let (st, body) = backend.request(
         "POST",
         "/api/v1/auth/login",
         None,
@@ -293,13 +134,7 @@ fn appliance_alerts_reach_the_backend_api_after_enrollment() {
     let session: Value = serde_json::from_str(&body).unwrap();
     let bearer = session["token"].as_str().unwrap().to_owned();
     let alerts = wait_for("alerts in the backend", Duration::from_secs(20), || {
-        let (st, body) = request(
-            backend.http,
-            "GET",
-            "/api/v1/alerts?limit=500",
-            Some(&bearer),
-            None,
-        );
+        let (st, body) = backend.request("GET", "/api/v1/alerts?limit=500", Some(&bearer), None);
         assert_eq!(st, 200, "{body}");
         let v: Value = serde_json::from_str(&body).unwrap();
         let a = v["alerts"].as_array().unwrap().clone();
@@ -331,7 +166,7 @@ fn appliance_alerts_reach_the_backend_api_after_enrollment() {
         "a heartbeat with module states",
         Duration::from_secs(20),
         || {
-            let (_, body) = request(backend.http, "GET", "/api/v1/devices", Some(&bearer), None);
+            let (_, body) = backend.request("GET", "/api/v1/devices", Some(&bearer), None);
             let v: Value = serde_json::from_str(&body).ok()?;
             let d = v
                 .as_array()

@@ -261,10 +261,24 @@ pub(crate) async fn update(
         &p.user.name,
         "alert.update",
         &id,
-        serde_json::json!({ "status": patch.status, "assignee": patch.assignee }),
+        audit_detail(&patch),
     )
     .await;
     Ok(Json(alert.into()))
+}
+
+/// The audit detail of a PATCH names only the fields it gave, so that an
+/// absent `assignee` is not read back as "unassigned" (both are `null` once
+/// serialized as they are).
+fn audit_detail(patch: &AlertPatch) -> serde_json::Value {
+    let mut detail = serde_json::Map::new();
+    if let Some(status) = patch.status {
+        detail.insert("status".into(), serde_json::json!(status));
+    }
+    if let Some(assignee) = &patch.assignee {
+        detail.insert("assignee".into(), serde_json::json!(assignee));
+    }
+    detail.into()
 }
 
 /// `POST /alerts/{id}/notes` body.

@@ -731,6 +731,130 @@ fn sqlite_raw_insert(dir: &std::path::Path, n: u64) -> anyhow::Result<f64> {
     Ok((batches * BATCH as u64) as f64 / total.as_secs_f64())
 }
 
+
+/// One schema variant of the insert-path experiment.
+struct Variant {
+    name: &'static str,
+    /// Indexes (and the FTS table, if any) on top of the base table.
+    ddl: &'static str,
+    /// How rows go into `alerts_fts`: 0 none, 3 three columns, 1 one
+    /// concatenated column.
+    fts_cols: u8,
+    keys: bool,
+}
+
+const VARIANT_BASE: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+    PRAGMA cache_size = -131072; PRAGMA temp_store = MEMORY; \
+    CREATE TABLE alerts (row INTEGER PRIMARY KEY, id TEXT NOT NULL, device_id TEXT NOT NULL, \
+    seq INTEGER NOT NULL, timestamp_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL, \
+    level INTEGER NOT NULL, source INTEGER NOT NULL, rule_id TEXT NOT NULL, rule_title TEXT NOT NULL, \
+    techniques TEXT NOT NULL, image TEXT, command_line TEXT, path TEXT, event TEXT NOT NULL, \
+    status INTEGER NOT NULL DEFAULT 0, assignee TEXT, updated_ms INTEGER NOT NULL); \
+    CREATE TABLE alert_techniques (technique TEXT NOT NULL, timestamp_ms INTEGER NOT NULL, \
+    row INTEGER NOT NULL, PRIMARY KEY (technique, timestamp_ms, row)) WITHOUT ROWID;";
+
+const IDX_ALL: &str = "CREATE UNIQUE INDEX a_id ON alerts (id); CREATE INDEX a_time ON alerts (timestamp_ms); \
+    CREATE INDEX a_dev ON alerts (device_id, timestamp_ms); CREATE INDEX a_lvl ON alerts (level, timestamp_ms); \
+    CREATE INDEX a_rule ON alerts (rule_id, timestamp_ms); CREATE INDEX a_st ON alerts (status, timestamp_ms); \
+    CREATE INDEX a_src ON alerts (source, timestamp_ms);";
+
+fn variants() -> Vec<Variant> {
+    const FTS3: &str = "CREATE VIRTUAL TABLE alerts_fts USING fts5 (image, command_line, path, \
+        content = '', contentless_delete = 1, tokenize = 'trigram');";
+    vec![
+        Variant { name: "current: 7 indexes + keys + FTS5 trigram (3 cols)", ddl: "", fts_cols: 3, keys: true },
+        Variant { name: "7 indexes + keys, no FTS", ddl: "", fts_cols: 0, keys: true },
+        Variant { name: "7 indexes, no keys, no FTS", ddl: "", fts_cols: 0, keys: false },
+        Variant { name: "no secondary index, no keys, no FTS", ddl: "-", fts_cols: 0, keys: false },
+        Variant { name: "id + time only, no keys, no FTS", ddl: "CREATE UNIQUE INDEX a_id ON alerts (id); CREATE INDEX a_time ON alerts (timestamp_ms);", fts_cols: 0, keys: false },
+        Variant { name: "7 indexes + keys + FTS trigram 3 cols, detail=none", ddl: "CREATE VIRTUAL TABLE alerts_fts USING fts5 (image, command_line, path, content = '', contentless_delete = 1, tokenize = 'trigram', detail = none);", fts_cols: 3, keys: true },
+        Variant { name: "7 indexes + keys + FTS trigram 1 col, detail=none", ddl: "CREATE VIRTUAL TABLE alerts_fts USING fts5 (t, content = '', contentless_delete = 1, tokenize = 'trigram', detail = none);", fts_cols: 1, keys: true },
+        Variant { name: "7 indexes + keys + FTS trigram 1 col, detail=none, columnsize=0, no delete", ddl: "CREATE VIRTUAL TABLE alerts_fts USING fts5 (t, content = '', tokenize = 'trigram', detail = none, columnsize = 0);", fts_cols: 1, keys: true },
+        Variant { name: "FTS only (3 cols, as current), no index", ddl: FTS3, fts_cols: 3, keys: false },
+    ]
+}
+
+/// Insert rate of `n` bench alerts into a fresh file with `v`'s schema,
+/// 8,192 alerts per transaction (the ingest's `commit_max_alerts`).
+fn variant_rate(dir: &std::path::Path, v: &Variant, n: u64) -> anyhow::Result<f64> {
+    let path = dir.join("variant.db");
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", path.display()));
+    }
+    let c = rusqlite::Connection::open(&path)?;
+    c.execute_batch(VARIANT_BASE)?;
+    match v.ddl {
+        "-" => {}
+        "" => c.execute_batch(&format!("{IDX_ALL} CREATE VIRTUAL TABLE alerts_fts USING fts5 (image, command_line, path, content = '', contentless_delete = 1, tokenize = 'trigram');"))?,
+        d if d.starts_with("CREATE VIRTUAL") => c.execute_batch(&format!("{IDX_ALL} {d}"))?,
+        d => c.execute_batch(d)?,
+    }
+    let mut rng = Rng(7);
+    let batches = n.div_ceil(BATCH as u64);
+    let mut total = Duration::ZERO;
+    let mut b = 0;
+    while b < batches {
+        let mut alerts = Vec::new();
+        for _ in 0..32 {
+            if b < batches {
+                alerts.extend(batch(b, &mut rng));
+                b += 1;
+            }
+        }
+        let t = Instant::now();
+        let tx = c.unchecked_transaction()?;
+        {
+            let mut s = tx.prepare_cached(
+                "INSERT INTO alerts (id, device_id, seq, timestamp_ms, received_ms, level, source, rule_id, \
+                 rule_title, techniques, image, command_line, path, event, updated_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?5) ON CONFLICT DO NOTHING",
+            )?;
+            let mut f3 = (v.fts_cols == 3).then(|| tx.prepare_cached("INSERT INTO alerts_fts (rowid, image, command_line, path) VALUES (?1, ?2, ?3, ?4)")).transpose()?;
+            let mut f1 = (v.fts_cols == 1).then(|| tx.prepare_cached("INSERT INTO alerts_fts (rowid, t) VALUES (?1, ?2)")).transpose()?;
+            let mut k = tx.prepare_cached("INSERT OR IGNORE INTO alert_techniques VALUES (?1, ?2, ?3)")?;
+            for a in &alerts {
+                let tech = serde_json::to_string(&a.techniques)?;
+                s.execute(rusqlite::params![
+                    a.id, a.device_id, a.seq as i64, a.timestamp_ms, a.received_ms, a.level.as_i16(),
+                    i16::from(a.source == AlertSource::Upload), a.rule_id, a.rule_title, tech,
+                    a.image, a.command_line, a.path, serde_json::to_string(&a.event)?
+                ])?;
+                let row = tx.last_insert_rowid();
+                if let Some(f) = f3.as_mut() {
+                    f.execute(rusqlite::params![row, a.image, a.command_line, a.path])?;
+                }
+                if let Some(f) = f1.as_mut() {
+                    let t = format!(
+                        "{}\u{1f}{}\u{1f}{}",
+                        a.image.as_deref().unwrap_or(""),
+                        a.command_line.as_deref().unwrap_or(""),
+                        a.path.as_deref().unwrap_or("")
+                    );
+                    f.execute(rusqlite::params![row, t])?;
+                }
+                if v.keys {
+                    for t in &a.techniques {
+                        k.execute(rusqlite::params![t, a.timestamp_ms, row])?;
+                        if let Some((p, _)) = t.split_once('.') {
+                            k.execute(rusqlite::params![p, a.timestamp_ms, row])?;
+                        }
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        total += t.elapsed();
+    }
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
+        + std::fs::metadata(format!("{}-wal", path.display())).map(|m| m.len()).unwrap_or(0);
+    drop(c);
+    println!("    ({:.0} MiB)", size as f64 / 1048576.0);
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", path.display()));
+    }
+    Ok((batches * BATCH as u64) as f64 / total.as_secs_f64())
+}
+
 fn print_table(title: &str, n: u64, rows: &[Row]) {
     println!("\n{title}: {n} alerts stored, page size 50");
     println!("| query | p50 ms | p99 ms | rows |");
@@ -761,6 +885,20 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let n = env_u64("PICKET_BENCH_ALERTS", 1_000_000);
+    if let Ok(only) = std::env::var("PICKET_BENCH_VARIANTS") {
+        let dir = tempfile::tempdir_in("/var/tmp")?;
+        let vn = env_u64("PICKET_BENCH_VARIANT_ALERTS", 300_000);
+        for round in 0..2 {
+            for (i, v) in variants().iter().enumerate() {
+                if !only.is_empty() && !only.split(',').any(|x| x == i.to_string()) {
+                    continue;
+                }
+                let r = variant_rate(dir.path(), v, vn)?;
+                println!("  round {round} variant {i} {}: {r:.0} alerts/s", v.name);
+            }
+        }
+        return Ok(());
+    }
     let iters = usize::try_from(env_u64("PICKET_BENCH_QUERIES", 200)).unwrap_or(200);
     let tmp = tempfile::tempdir()?;
     let path = std::env::var_os("PICKET_BENCH_SQLITE_PATH")

@@ -50,12 +50,12 @@ export async function signIn(page, name, password) {
   await page.locator('[data-testid=user]').waitFor();
 }
 
-export async function shot(page, name) {
+export async function shot(page, name, { fullPage = false } = {}) {
   mkdirSync(SCREENSHOTS, { recursive: true });
   // Let fonts, charts and transitions settle.
   await page.waitForTimeout(300);
   await page.evaluate(() => document.querySelector('.toasts')?.remove());
-  await page.screenshot({ path: `${SCREENSHOTS}/${name}.png` });
+  await page.screenshot({ path: `${SCREENSHOTS}/${name}.png`, fullPage });
 }
 
 /** An API call from the page's session (cookie + CSRF header, as the UI sends). */
@@ -88,6 +88,11 @@ export async function publisher() {
     device: ready.device,
     async publish(alert) {
       child.stdin.write(`${JSON.stringify(alert)}\n`);
+      return next();
+    },
+    /** `n` random alerts at `perSec` a second → {burst, last_id, started_ms, acked_ms}. */
+    async burst(n, perSec) {
+      child.stdin.write(`${JSON.stringify({ burst: n, per_sec: perSec })}\n`);
       return next();
     },
     close() {

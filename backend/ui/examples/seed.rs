@@ -50,6 +50,7 @@ struct Args {
     devices: usize,
     alerts: usize,
     state: String,
+    db: String,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -61,7 +62,7 @@ fn args() -> anyhow::Result<Args> {
         ..Args::default()
     };
     let mut it = std::env::args().skip(1);
-    a.mode = it.next().context("mode: fill or publish")?;
+    a.mode = it.next().context("mode: fill, publish or fill-db")?;
     while let Some(k) = it.next() {
         let v = it.next().with_context(|| format!("{k} needs a value"))?;
         match k.as_str() {
@@ -72,6 +73,7 @@ fn args() -> anyhow::Result<Args> {
             "--devices" => a.devices = v.parse()?,
             "--alerts" => a.alerts = v.parse()?,
             "--state" => a.state = v,
+            "--db" => a.db = v,
             _ => bail!("unknown option {k}"),
         }
     }
@@ -1118,6 +1120,12 @@ async fn publish(a: Args) -> anyhow::Result<()> {
             continue;
         }
         let req: serde_json::Value = serde_json::from_str(&line)?;
+        if let Some(n) = req["burst"].as_u64() {
+            let per_sec = req["per_sec"].as_u64().unwrap_or(1000).max(10);
+            let r = burst(&dev, &client, &mut acks, &mut rng, &mut seq, n, per_sec).await?;
+            println!("{r}");
+            continue;
+        }
         seq += 1;
         let mut s = spec(&mut rng, seq, now_ms() as u64);
         let str_of = |k: &str| req[k].as_str().map(str::to_owned);
@@ -1151,6 +1159,10 @@ async fn publish(a: Args) -> anyhow::Result<()> {
             s.parent = SHELLS[0];
         }
         if let Some(c) = str_of("command_line") {
+            // The image is the program the command line runs, when it names one.
+            if let Some(first) = c.split_whitespace().next().filter(|f| f.starts_with('/')) {
+                first.clone_into(&mut s.image);
+            }
             s.command_line = c;
         }
         if let Some(i) = str_of("image") {
@@ -1175,12 +1187,159 @@ async fn publish(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Publishes `n` random alerts at about `per_sec` a second, a batch every
+/// 100 ms, and answers how long it took.
+async fn burst(
+    dev: &Device,
+    client: &AsyncClient,
+    acks: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
+    rng: &mut Rng,
+    seq: &mut u64,
+    n: u64,
+    per_sec: u64,
+) -> anyhow::Result<serde_json::Value> {
+    let topic = topic::topic(dev.id, Channel::Alerts);
+    let per_batch = (per_sec / 10).clamp(1, 128);
+    let started_ms = now_ms();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut sent = 0;
+    let mut frames = 0;
+    while sent < n {
+        tick.tick().await;
+        let k = per_batch.min(n - sent);
+        let specs: Vec<Spec> = (0..k)
+            .map(|_| {
+                *seq += 1;
+                spec(rng, *seq, now_ms() as u64)
+            })
+            .collect();
+        client
+            .publish(topic.as_str(), QoS::AtLeastOnce, false, batch_frame(dev, &specs)?)
+            .await?;
+        sent += k;
+        frames += 1;
+    }
+    wait_acks(acks, frames).await?;
+    Ok(serde_json::json!({
+        "burst": sent,
+        "last_id": alert_id(dev.id, *seq).to_string(),
+        "started_ms": started_ms,
+        "acked_ms": now_ms(),
+    }))
+}
+
+/// Writes `--alerts` random alerts of the devices already in the SQLite
+/// database `--db` straight into it (the backend must be stopped): for
+/// measuring the UI over a table far larger than MQTT seeding fills quickly.
+async fn fill_db(a: Args) -> anyhow::Result<()> {
+    use picket_store::Store as _;
+    let t0 = std::time::Instant::now();
+    let store = picket_store::sqlite::SqliteStore::open(&a.db)
+        .with_context(|| format!("open {}", a.db))?;
+    let devices: Vec<String> = store
+        .devices()
+        .await?
+        .into_iter()
+        .filter(|d| d.revoked_ms.is_none())
+        .map(|d| d.id)
+        .collect();
+    if devices.is_empty() {
+        bail!("{}: no devices (seed some over MQTT first)", a.db);
+    }
+    let now = now_ms() as u64;
+    let mut rng = Rng(now);
+    // Sequence numbers far above what the devices published over MQTT.
+    let base = 1u64 << 40;
+    let mut done = 0;
+    while done < a.alerts {
+        let k = 10_000.min(a.alerts - done);
+        let batch: Vec<picket_store::model::NewAlert> = (0..k)
+            .map(|j| {
+                let i = done + j;
+                let device = &devices[i % devices.len()];
+                // Over the last 30 days, denser towards now.
+                let f = (rng.below(1_000_000) as f64 / 1e6).powf(2.0);
+                let ts = now - 60_000 - (f * 30.0 * 86_400_000.0) as u64;
+                let s = spec(&mut rng, base + (i / devices.len()) as u64, ts);
+                stored_alert(device, &s, now as i64)
+            })
+            .collect();
+        store.insert_alerts(&batch).await?;
+        done += k;
+        if done % 100_000 == 0 || done == a.alerts {
+            println!("{done} alerts written ({:.0} s)", t0.elapsed().as_secs_f64());
+        }
+    }
+    Ok(())
+}
+
+/// The stored form of a seeded alert, as the backend's ingest writes it.
+fn stored_alert(device: &str, s: &Spec, received_ms: i64) -> picket_store::model::NewAlert {
+    use picket_store::model::{AlertSource, Level as L, NewAlert};
+    let r = s.rule;
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&unhex(&device[..16]).unwrap_or_else(|_| vec![0; 8]));
+    id[8..].copy_from_slice(&s.seq.to_be_bytes());
+    let nonempty = |x: &str| (!x.is_empty()).then(|| x.to_owned());
+    let (command_line, path, event) = match r.kind {
+        Kind::Proc(..) => (
+            nonempty(&s.command_line),
+            None,
+            serde_json::json!({
+                "type": "process", "pid": 1000 + s.pick % 30_000, "ppid": 400 + s.pick % 600,
+                "uid": 0, "gid": 0, "image": s.image, "command_line": s.command_line,
+                "parent_image": s.parent, "parent_command_line": s.parent, "cwd": "/tmp",
+                "user": "root", "rule_author": r.author,
+            }),
+        ),
+        Kind::File(..) => (
+            None,
+            nonempty(&s.command_line),
+            serde_json::json!({
+                "type": "file", "pid": 1000 + s.pick % 30_000, "uid": 0, "image": s.image,
+                "path": s.command_line, "action": "write", "rule_author": r.author,
+            }),
+        ),
+        Kind::Net(..) => (
+            None,
+            None,
+            serde_json::json!({
+                "type": "network", "pid": 1000 + s.pick % 30_000, "uid": 0, "image": s.image,
+                "rule_author": r.author,
+            }),
+        ),
+    };
+    NewAlert {
+        id: hex(&id),
+        device_id: device.to_owned(),
+        seq: s.seq,
+        timestamp_ms: s.ts as i64,
+        received_ms,
+        level: match r.level {
+            Level::Informational => L::Informational,
+            Level::Low => L::Low,
+            Level::Medium => L::Medium,
+            Level::High => L::High,
+            Level::Critical => L::Critical,
+        },
+        source: AlertSource::Appliance,
+        rule_id: r.id.to_owned(),
+        rule_title: r.title.to_owned(),
+        techniques: techniques(r).iter().map(ToString::to_string).collect(),
+        image: nonempty(&s.image),
+        command_line,
+        path,
+        event,
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let a = args()?;
     match a.mode.as_str() {
         "fill" => fill(a).await,
         "publish" => publish(a).await,
-        m => bail!("unknown mode {m}: fill or publish"),
+        "fill-db" => fill_db(a).await,
+        m => bail!("unknown mode {m}: fill, publish or fill-db"),
     }
 }

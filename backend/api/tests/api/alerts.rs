@@ -229,6 +229,17 @@ async fn detail_triage_and_notes() {
     let updates = app.audit("alert.update").await;
     assert_eq!(updates.len(), 2);
     assert!(updates.iter().all(|e| e.target == id && e.actor == "ann"));
+    // The audit detail names only what the PATCH gave: unassigning is
+    // `"assignee": null`, leaving the status alone is no `status` key.
+    let mut details: Vec<_> = updates.iter().map(|e| e.detail.to_string()).collect();
+    details.sort();
+    assert_eq!(
+        details,
+        [
+            json!({"assignee": "ann", "status": "acknowledged"}).to_string(),
+            json!({"assignee": null}).to_string(),
+        ]
+    );
     assert_eq!(app.audit("alert.note").await.len(), 1);
 
     let missing = hex_id(0xffff);

@@ -46,14 +46,17 @@ export function stackedBars(buckets, { bucketMs, since, until, width = 900, heig
     g.appendChild(s('title', {}, `${time(c.start)}: ${num(totals[i])} alerts${LEVELS.filter((l) => c.counts[l]).map((l) => `\n${l}: ${num(c.counts[l])}`).join('')}`));
     svg.appendChild(g);
   });
-  const labels = Math.min(8, n);
-  for (let k = 0; k < labels; k += 1) {
-    const i = Math.floor((k * (n - 1)) / Math.max(1, labels - 1));
+  // Labels every `step` buckets, so they are evenly spaced; the last one
+  // ends at the plot's edge instead of being clipped.
+  const step = Math.max(1, Math.ceil(n / 8));
+  for (let i = 0; i < n; i += step) {
     const d = new Date(cols[i].start);
     const label = bucketMs >= 86400e3
       ? `${d.getMonth() + 1}/${d.getDate()}`
       : `${d.getMonth() + 1}/${d.getDate()} ${String(d.getHours()).padStart(2, '0')}:00`;
-    svg.appendChild(s('text', { x: padL + i * bw + bw / 2, y: height - 6, class: 'axis', 'text-anchor': 'middle' }, label));
+    const last = i + step >= n && n > 1;
+    const x = last ? Math.min(width - 2, padL + i * bw + bw) : padL + i * bw + bw / 2;
+    svg.appendChild(s('text', { x, y: height - 6, class: 'axis', 'text-anchor': last ? 'end' : 'middle' }, label));
   }
   return svg;
 }
