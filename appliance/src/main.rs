@@ -54,8 +54,16 @@ enum Command {
         #[arg(long)]
         url: String,
         /// The one-time enrollment token an operator created.
+        #[arg(
+            long,
+            required_unless_present = "token_file",
+            conflicts_with = "token_file"
+        )]
+        token: Option<String>,
+        /// Read the token from this file instead (keeps it out of the
+        /// process list; first-boot enrollment uses it).
         #[arg(long)]
-        token: String,
+        token_file: Option<PathBuf>,
         /// The fleet CA, to verify an https:// backend.
         #[arg(long)]
         ca_file: Option<PathBuf>,
@@ -99,10 +107,19 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
     if let Command::Enroll {
         url,
         token,
+        token_file,
         ca_file,
         hostname,
     } = &command
     {
+        let token = match (token, token_file) {
+            (Some(t), _) => t.clone(),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read the token file {}", f.display()))?
+                .trim()
+                .to_owned(),
+            (None, None) => anyhow::bail!("give --token or --token-file"),
+        };
         let Some(settings) = &config.uplink else {
             anyhow::bail!(
                 "enrollment writes the files [uplink] names: set [uplink] enabled = true (with broker, ca_file, cert_file, key_file, identity_file) first"
@@ -117,7 +134,7 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
             settings,
             &picket_appliance::enroll::EnrollOptions {
                 url: url.clone(),
-                token: token.clone(),
+                token,
                 ca_file: ca_file.clone(),
                 hostname,
             },
