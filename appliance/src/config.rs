@@ -118,6 +118,8 @@ struct RawOutput {
 struct RawDetection {
     enabled: bool,
     rules_dirs: Vec<PathBuf>,
+    bundle_root: PathBuf,
+    groups: Vec<String>,
     placeholders: std::collections::BTreeMap<String, Vec<String>>,
 }
 
@@ -319,6 +321,10 @@ pub struct Config {
     pub rules_dirs: Vec<PathBuf>,
     /// Values for Sigma `%placeholder%`s.
     pub placeholders: std::collections::BTreeMap<String, Vec<String>>,
+    /// Trusted root metadata for signed rule bundles; `None`: bundles off.
+    pub bundle_root: Option<PathBuf>,
+    /// Groups this device belongs to, for bundle targets.
+    pub groups: Vec<String>,
     /// Process module.
     pub process: KernelModuleConfig,
     /// File module.
@@ -477,6 +483,24 @@ impl Config {
                 return Err(invalid(&format!("detection.rules_dirs[{i}]"), "empty path"));
             }
         }
+        let bundle_root = if raw.detection.bundle_root.as_os_str().is_empty() {
+            None
+        } else if raw.detection.bundle_root.is_absolute() {
+            Some(raw.detection.bundle_root.clone())
+        } else {
+            return Err(invalid("detection.bundle_root", "must be an absolute path"));
+        };
+        if let Some(g) = raw
+            .detection
+            .groups
+            .iter()
+            .find(|g| g.is_empty() || g.len() > 64)
+        {
+            return Err(invalid(
+                "detection.groups",
+                format!("group name {g:?} must be 1 to 64 characters"),
+            ));
+        }
         let m = raw.modules;
         let process = kernel(
             "modules.process",
@@ -619,6 +643,8 @@ impl Config {
             detection: raw.detection.enabled,
             rules_dirs: raw.detection.rules_dirs,
             placeholders: raw.detection.placeholders,
+            bundle_root,
+            groups: raw.detection.groups,
             process,
             file,
             network,

@@ -232,10 +232,6 @@ pub fn load_rules(
     dirs: &[PathBuf],
     placeholders: &std::collections::BTreeMap<String, Vec<String>>,
 ) -> LoadedRules {
-    let mut cfg = EngineConfig::new();
-    for (k, v) in placeholders {
-        cfg = cfg.with_placeholder(k, v.iter().cloned());
-    }
     let mut sources: Vec<(PathBuf, String)> = BUILTIN_RULES
         .iter()
         .map(|(p, t)| (PathBuf::from(p), (*t).to_owned()))
@@ -248,14 +244,26 @@ pub fn load_rules(
         }
         collect_yaml(d, &mut sources, &mut errors);
     }
-    dedup_rule_ids(&mut sources, BUILTIN_RULES.len(), &mut errors);
+    let rules = compile_sources(sources, placeholders, &mut errors);
+    LoadedRules { rules, errors }
+}
+
+/// Compiles the built-in rules (first in `sources`) and the rest, one rule
+/// per id; every problem is pushed to `errors`.
+pub fn compile_sources(
+    mut sources: Vec<(PathBuf, String)>,
+    placeholders: &std::collections::BTreeMap<String, Vec<String>>,
+    errors: &mut Vec<String>,
+) -> RuleSet {
+    let mut cfg = EngineConfig::new();
+    for (k, v) in placeholders {
+        cfg = cfg.with_placeholder(k, v.iter().cloned());
+    }
+    dedup_rule_ids(&mut sources, BUILTIN_RULES.len(), errors);
     let loaded =
         RuleSet::from_sources(sources.iter().map(|(p, t)| (p.as_path(), t.as_str())), &cfg);
     errors.extend(loaded.errors.iter().map(ToString::to_string));
-    LoadedRules {
-        rules: loaded.rules,
-        errors,
-    }
+    loaded.rules
 }
 
 /// The top-level `id:` of every YAML document in `text`.

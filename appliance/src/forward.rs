@@ -191,6 +191,7 @@ pub fn push(
 pub fn heartbeat_source(
     board: crate::runtime::ModuleBoard,
     lost_total: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    bundle_version: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> picket_uplink::HeartbeatSource {
     let last = std::sync::Mutex::new((std::time::Instant::now(), cpu_ticks().unwrap_or(0)));
     std::sync::Arc::new(move || {
@@ -209,7 +210,8 @@ pub fn heartbeat_source(
             *l = (now, t);
         }
         picket_uplink::HeartbeatExtras {
-            rule_bundle_version: None,
+            rule_bundle_version: Some(bundle_version.load(std::sync::atomic::Ordering::Relaxed))
+                .filter(|v| *v != 0),
             lost_kernel_records_total: lost_total.load(std::sync::atomic::Ordering::Relaxed),
             modules: board.snapshot(),
             cpu_permille,
@@ -233,6 +235,7 @@ fn cpu_ticks() -> Option<u64> {
 pub fn start(
     s: &UplinkSettings,
     heartbeat: picket_uplink::HeartbeatSource,
+    fleet: Option<picket_uplink::FleetLink>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Option<(picket_uplink::Spool, tokio::task::JoinHandle<()>)> {
     let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
@@ -302,7 +305,18 @@ pub fn start(
                 }
             }
         };
-        if let Err(e) = picket_uplink::run(cfg, sp, done).await {
+        let uplink = match picket_uplink::Uplink::new(cfg, sp) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!("uplink off: {e}");
+                return;
+            }
+        };
+        let uplink = match fleet {
+            Some(link) => uplink.with_fleet_link(link),
+            None => uplink,
+        };
+        if let Err(e) = uplink.run(done).await {
             tracing::error!("uplink stopped: {e}");
         }
     });

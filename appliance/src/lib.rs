@@ -22,6 +22,8 @@
 //! - [`kernel`]: the only code that touches bpf(2), tracefs and BTF.
 //! - [`sensor`]: the thread that owns the loaded probes and drains their rings.
 //! - [`decoder`]: sans-IO record → event translation and enrichment.
+//! - [`bundles`]: signed rule bundles from the fleet: verify, compile,
+//!   persist, swap, acknowledge.
 //! - [`enroll`]: `picketd enroll`, joining the fleet with a one-time token.
 //! - [`event`]: the normalized event and its Sigma field mapping.
 //! - [`runtime`]: modules with a lifecycle (start, reload on SIGHUP, stop)
@@ -46,6 +48,7 @@
 //! ```
 
 pub mod auth;
+pub mod bundles;
 pub mod bus;
 pub mod config;
 pub mod decoder;

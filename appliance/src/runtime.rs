@@ -628,13 +628,32 @@ pub async fn run(
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let board = ModuleBoard::default();
+    let bundle_version = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut fleet_channels = None;
     let lost_total = Arc::new(std::sync::atomic::AtomicU64::new(0));
     // forwarding to the fleet: live runs only (a replay is not news)
     let uplink = match (&config.uplink, &opts.source) {
         (Some(u), source) if matches!(source, Source::Live) || opts.forward_replay => {
+            let link = match (&config.bundle_root, live) {
+                (Some(_), true) => {
+                    let (down_tx, down_rx) = tokio::sync::mpsc::channel(256);
+                    let (out_tx, out_rx) = tokio::sync::mpsc::channel(64);
+                    fleet_channels = Some((down_rx, out_tx));
+                    Some(picket_uplink::FleetLink {
+                        downlink: down_tx,
+                        outbox: out_rx,
+                    })
+                }
+                _ => None,
+            };
             crate::forward::start(
                 u,
-                crate::forward::heartbeat_source(board.clone(), lost_total.clone()),
+                crate::forward::heartbeat_source(
+                    board.clone(),
+                    lost_total.clone(),
+                    bundle_version.clone(),
+                ),
+                link,
                 stop_rx.clone(),
             )
         }
@@ -737,6 +756,14 @@ pub async fn run(
         }
         None => None,
     };
+    if let (Some((down_rx, out_tx)), Some(slot), Some(root), Some(u)) = (
+        fleet_channels,
+        rule_slot.clone(),
+        &config.bundle_root,
+        &config.uplink,
+    ) {
+        start_bundles(&config, u, root, slot, out_tx, down_rx, &bundle_version);
+    }
     let mut writers = Vec::new();
     if let (Some(rx), Some(path)) = (record_rx, &opts.record) {
         let f = open_sink(&Sink::File(path.clone()))?.context("record file")?;
@@ -840,6 +867,7 @@ pub async fn run(
                 &ctx,
                 &board,
                 rule_slot.as_ref(),
+                &bundle_version,
             )
             .await;
         }
@@ -884,6 +912,51 @@ pub async fn run(
     }
     report.alerts = alerts_total.load(Ordering::Relaxed);
     Ok(report)
+}
+
+fn start_bundles(
+    config: &Config,
+    u: &crate::config::UplinkSettings,
+    root: &std::path::Path,
+    slot: detect::RuleSlot,
+    outbox: tokio::sync::mpsc::Sender<picket_uplink::Uplinked>,
+    downlink: tokio::sync::mpsc::Receiver<picket_uplink::Downlink>,
+    running: &Arc<std::sync::atomic::AtomicU64>,
+) {
+    let identity = match picket_proto::identity::DeviceIdentity::load(&u.identity_file) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!("rule bundles off: device identity: {e}");
+            return;
+        }
+    };
+    let pinned = u.identity_file.with_file_name("fleet-command.pub");
+    let command_key = std::fs::read_to_string(&pinned)
+        .ok()
+        .and_then(|h| hex::decode(h.trim()).ok())
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .and_then(|b| picket_proto::ed25519_dalek::VerifyingKey::from_bytes(&b).ok());
+    if command_key.is_none() {
+        tracing::warn!(
+            "no backend command key at {}: bundle announcements will be refused (run picketd enroll)",
+            pinned.display()
+        );
+    }
+    let ctx = crate::bundles::BundleContext {
+        slot,
+        identity,
+        command_key,
+        groups: config.groups.clone(),
+        dir: config.data_dir.join("bundles"),
+        running: running.clone(),
+        outbox,
+    };
+    match crate::bundles::BundleManager::open(ctx, root) {
+        Ok(m) => {
+            tokio::spawn(m.run(downlink));
+        }
+        Err(e) => tracing::error!("rule bundles off: {e:#}"),
+    }
 }
 
 async fn drain_replay(spool: &picket_uplink::Spool, shutdown: &mut watch::Receiver<bool>) {
@@ -960,6 +1033,7 @@ async fn wait_for_shutdown(
     ctx: &ModuleContext,
     board: &ModuleBoard,
     rule_slot: Option<&detect::RuleSlot>,
+    bundle_active: &std::sync::atomic::AtomicU64,
 ) {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
@@ -976,7 +1050,7 @@ async fn wait_for_shutdown(
                 };
                 match Config::load(path) {
                     Ok(c) => {
-                        if let Some(slot) = rule_slot {
+                        if let Some(slot) = rule_slot.filter(|_| bundle_active.load(Ordering::Relaxed) == 0) {
                             let loaded = detect::load_rules(&c.rules_dirs, &c.placeholders);
                             for e in &loaded.errors {
                                 tracing::warn!("rule not loaded: {e}");

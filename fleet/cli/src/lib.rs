@@ -1,5 +1,6 @@
-//! `picketctl`: Picket's command-line tool. Its one subcommand today is
-//! `hunt`, which scans Windows event logs (EVTX) and JSON-lines event files
+//! `picketctl`: Picket's command-line tool. `keygen`, `root` and `bundle`
+//! (module [`bundle`]) make, sign and check signed rule bundles
+//! (`docs/BUNDLES.md`). `hunt` scans Windows event logs (EVTX) and JSON-lines event files
 //! with a whole Sigma rule set, the job Hayabusa and Chainsaw do, using the
 //! same engine ([`picket_rules`]) that runs on the appliances and at the
 //! backend.
@@ -60,4 +61,5 @@
 //! std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
+pub mod bundle;
 pub mod hunt;

@@ -4,8 +4,11 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use picket_bundle::{KeyId, Target};
+use picket_cli::bundle::{self as bundles, BundleCmdError};
 use picket_cli::hunt::{self, Format, HuntConfig};
+use serde::Serialize;
 
 /// Picket's command-line tool.
 #[derive(Debug, Parser)]
@@ -48,6 +51,371 @@ enum Command {
         #[arg(value_name = "PATH", required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Write a new ed25519 secret key to KEY (mode 0600) and its public key
+    /// to KEY.pub. Never overwrites.
+    Keygen {
+        /// The secret key file.
+        #[arg(long, value_name = "KEY")]
+        out: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Root metadata: the keys devices trust (docs/BUNDLES.md §4).
+    #[command(subcommand)]
+    Root(RootCommand),
+    /// Signed rule bundles (docs/BUNDLES.md).
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RootCommand {
+    /// Write root metadata version 1, signed by every --key.
+    Init {
+        #[command(flatten)]
+        root: RootArgs,
+    },
+    /// Add signatures (one per --key) to a root file.
+    Sign {
+        /// Root secret key; repeat for more.
+        #[arg(long = "key", value_name = "KEY", required = true)]
+        keys: Vec<PathBuf>,
+        /// The root file.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Where to write it (may be the same file).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the next root version (current + 1), signed by every --key (new
+    /// root keys) and every --old-key (current root keys).
+    Rotate {
+        /// The current root file.
+        #[arg(long = "root", value_name = "FILE")]
+        current: PathBuf,
+        /// A current root secret key that signs the rotation; repeat for more.
+        #[arg(long = "old-key", value_name = "KEY")]
+        old_keys: Vec<PathBuf>,
+        #[command(flatten)]
+        root: RootArgs,
+    },
+    /// Check a root file, and rotations from it applied in order. Exit 1
+    /// with the reason when one is refused.
+    Verify {
+        /// The trusted root file.
+        #[arg(long = "root", value_name = "FILE")]
+        root: PathBuf,
+        /// A rotation to apply; repeat, in version order.
+        #[arg(long = "update", value_name = "FILE")]
+        updates: Vec<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RootArgs {
+    /// Root secret key: listed in the root, and signs it now; repeat for more.
+    #[arg(long = "key", value_name = "KEY")]
+    keys: Vec<PathBuf>,
+    /// Root public key (KEY.pub) that signs later with `root sign`; repeat.
+    #[arg(long = "root-pub", value_name = "KEY.pub")]
+    root_pubs: Vec<PathBuf>,
+    /// Root signatures a root needs (k of n).
+    #[arg(long, value_name = "K")]
+    threshold: u32,
+    /// Bundle-signing public key (KEY.pub); repeat for more.
+    #[arg(long = "bundle-key", value_name = "KEY.pub", required = true)]
+    bundle_keys: Vec<PathBuf>,
+    /// Bundle signatures a bundle needs.
+    #[arg(long, value_name = "M")]
+    bundle_threshold: u32,
+    /// A revoked key id (32 hex digits); repeat for more.
+    #[arg(long = "revoke", value_name = "KEYID")]
+    revoked: Vec<KeyId>,
+    /// Days until the root expires.
+    #[arg(long, value_name = "DAYS")]
+    expires_days: u64,
+    /// The root file to write.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl RootArgs {
+    fn config(&self) -> bundles::RootConfig {
+        bundles::RootConfig {
+            keys: self.keys.clone(),
+            root_pubs: self.root_pubs.clone(),
+            threshold: self.threshold,
+            bundle_keys: self.bundle_keys.clone(),
+            bundle_threshold: self.bundle_threshold,
+            revoked: self.revoked.clone(),
+            expires_unix: bundles::now_unix().saturating_add(bundles::days(self.expires_days)),
+            out: self.out.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum BundleCommand {
+    /// Compile every rule under --rules with the engine and, only if all
+    /// compile, write an unsigned bundle. Exit 1 naming each broken rule.
+    Build {
+        /// Rule directory (recursive) or file; repeat for more.
+        #[arg(long = "rules", value_name = "DIR", required = true)]
+        rules: Vec<PathBuf>,
+        /// Bundle version (must exceed what devices run).
+        #[arg(long, value_name = "V")]
+        version: u64,
+        /// Days until the bundle expires.
+        #[arg(long, value_name = "DAYS")]
+        expires_days: u64,
+        /// `all`, `group:NAME` or `device:ID`; repeat for more (default all).
+        #[arg(long = "target", value_name = "TARGET")]
+        targets: Vec<Target>,
+        /// A value for an `expand` placeholder; repeat for more.
+        #[arg(long = "placeholder", value_name = "NAME=VALUE", value_parser = hunt::parse_placeholder)]
+        placeholders: Vec<(String, String)>,
+        /// The bundle file to write (`*.pbundle`).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Print how long reading, compiling and sealing took, and the sizes.
+        #[arg(long)]
+        timings: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a signature by each --key (multiple signers reach a threshold).
+    Sign {
+        /// Bundle secret key; repeat for more.
+        #[arg(long = "key", value_name = "KEY", required = true)]
+        keys: Vec<PathBuf>,
+        /// The bundle file.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Where to write it (may be the same file).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a device's checks on a bundle; exit 1 with the specific reason
+    /// when it would be refused.
+    Verify {
+        /// The trusted root file.
+        #[arg(long, value_name = "FILE")]
+        root: PathBuf,
+        /// A root rotation to apply first; repeat, in version order.
+        #[arg(long = "root-update", value_name = "FILE")]
+        root_updates: Vec<PathBuf>,
+        /// The bundle file.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Check the targets for this device id (default: skip that check).
+        #[arg(long, value_name = "ID")]
+        device: Option<String>,
+        /// A group of --device; repeat for more.
+        #[arg(long = "group", value_name = "NAME", requires = "device")]
+        groups: Vec<String>,
+        /// The bundle version the device runs (rollback check).
+        #[arg(long, value_name = "V")]
+        running_version: Option<u64>,
+        /// Check expiry at this Unix time instead of now.
+        #[arg(long, value_name = "UNIX_SECS")]
+        now: Option<u64>,
+        /// Print the verdict as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Prints a result as JSON or text; errors go to stderr (and, with
+/// `--json`, as `{"ok": false, ...}` on stdout too).
+fn finish<T: Serialize>(
+    result: Result<T, BundleCmdError>,
+    json: bool,
+    text: impl FnOnce(&T) -> String,
+) -> ExitCode {
+    match result {
+        Ok(report) => {
+            if json {
+                let mut value = serde_json::to_value(&report).unwrap_or_default();
+                if let Some(map) = value.as_object_mut() {
+                    map.insert("ok".into(), true.into());
+                }
+                println!("{value}");
+            } else {
+                println!("{}", text(&report));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if json {
+                let value = serde_json::json!({
+                    "ok": false,
+                    "error": e.to_string(),
+                    "refusal": e.refusal_kind(),
+                });
+                println!("{value}");
+            }
+            eprintln!("picketctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root_text(r: &bundles::RootReport) -> String {
+    format!(
+        "{}: root version {}, expires {}, root keys {}/{} {:?}, bundle keys {}/{} {:?}, \
+         revoked {:?}, signed by {:?}",
+        r.path.display(),
+        r.version,
+        r.expires_unix,
+        r.root_threshold,
+        r.root_keys.len(),
+        r.root_keys,
+        r.bundle_threshold,
+        r.bundle_keys.len(),
+        r.bundle_keys,
+        r.revoked,
+        r.signed_by
+    )
+}
+
+fn run_root(command: RootCommand) -> ExitCode {
+    match command {
+        RootCommand::Init { root } => {
+            finish(bundles::root_init(&root.config()), root.json, root_text)
+        }
+        RootCommand::Sign {
+            keys,
+            input,
+            out,
+            json,
+        } => finish(bundles::root_sign(&keys, &input, &out), json, root_text),
+        RootCommand::Rotate {
+            current,
+            old_keys,
+            root,
+        } => finish(
+            bundles::root_rotate(&current, &old_keys, &root.config()),
+            root.json,
+            root_text,
+        ),
+        RootCommand::Verify {
+            root,
+            updates,
+            json,
+        } => finish(
+            bundles::root_verify(&root, &updates, bundles::now_unix()),
+            json,
+            |r| format!("OK {}", root_text(r)),
+        ),
+    }
+}
+
+fn run_bundle(command: BundleCommand) -> ExitCode {
+    match command {
+        BundleCommand::Build {
+            rules,
+            version,
+            expires_days,
+            targets,
+            placeholders,
+            out,
+            timings,
+            json,
+        } => {
+            let config = bundles::BuildConfig {
+                rules,
+                version,
+                created_unix: bundles::now_unix(),
+                valid_secs: bundles::days(expires_days),
+                targets: if targets.is_empty() {
+                    vec![Target::All]
+                } else {
+                    targets
+                },
+                placeholders,
+                out,
+            };
+            finish(bundles::build(&config), json, |r| {
+                let mut text = format!(
+                    "{}: bundle version {}, {} files, {} rules, {} bytes (unsigned), \
+                     content hash {}, targets {}",
+                    r.out.display(),
+                    r.version,
+                    r.files,
+                    r.rules,
+                    r.file_bytes,
+                    r.content_hash,
+                    r.targets.join(" ")
+                );
+                if timings {
+                    text.push_str(&format!(
+                        "\ntimings: read {:.1} ms, compile {:.1} ms, seal {:.1} ms; \
+                         payload {} bytes",
+                        r.read_ms, r.compile_ms, r.seal_ms, r.payload_bytes
+                    ));
+                }
+                text
+            })
+        }
+        BundleCommand::Sign {
+            keys,
+            input,
+            out,
+            json,
+        } => finish(bundles::sign_bundle(&keys, &input, &out), json, |r| {
+            format!(
+                "{}: bundle version {}, signed by {}",
+                r.out.display(),
+                r.version,
+                r.signed_by.join(" ")
+            )
+        }),
+        BundleCommand::Verify {
+            root,
+            root_updates,
+            input,
+            device,
+            groups,
+            running_version,
+            now,
+            json,
+        } => {
+            let config = bundles::VerifyConfig {
+                root,
+                root_updates,
+                input,
+                device: device.map(|d| (d, groups)),
+                running_version,
+                now_unix: now.unwrap_or_else(bundles::now_unix),
+            };
+            finish(bundles::verify_bundle(&config), json, |r| {
+                format!(
+                    "OK {}: bundle version {}, {} files, targets {}, signed by {} \
+                     (root version {})",
+                    r.path.display(),
+                    r.version,
+                    r.files,
+                    r.targets.join(" "),
+                    r.signers.join(" "),
+                    r.root_version
+                )
+            })
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -86,5 +454,15 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Keygen { out, json } => finish(bundles::keygen(&out), json, |r| {
+            format!(
+                "wrote {} and {} (key id {})",
+                r.secret_key.display(),
+                r.public_key.display(),
+                r.key_id
+            )
+        }),
+        Command::Root(command) => run_root(command),
+        Command::Bundle(command) => run_bundle(command),
     }
 }

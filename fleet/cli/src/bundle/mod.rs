@@ -1,0 +1,41 @@
+//! `picketctl keygen`, `picketctl root …` and `picketctl bundle …`: the
+//! operator side of signed rule bundles (`docs/BUNDLES.md`, crate
+//! [`picket_bundle`]).
+//!
+//! ```text
+//!  keygen ──► KEY (PKCS#8, 0600) + KEY.pub (hex)
+//!  root init --key K… --bundle-key B.pub… ──► root.proot (signed by every --key)
+//!  root sign / root rotate ──► more signatures / version + 1 signed by old and new keys
+//!  bundle build --rules DIR… ──► read *.yml ─► compile ALL with picket_rules (any error:
+//!                                refuse, naming file and rule) ─► seal ─► unsigned .pbundle
+//!  bundle sign --key K… ──► .pbundle + signatures
+//!  bundle verify --root ROOT [--root-update NEW…] ──► the device's checks (TrustStore)
+//! ```
+//!
+//! Every function returns a report struct that `main.rs` prints as text or
+//! JSON (`--json`); nothing here prints.
+
+mod build;
+mod error;
+mod ops;
+
+pub use build::{build, BuildConfig, BuildReport};
+pub use error::BundleCmdError;
+pub use ops::{
+    keygen, root_init, root_rotate, root_sign, root_verify, sign_bundle, verify_bundle,
+    KeygenReport, RootConfig, RootReport, SignReport, VerifyConfig, VerifyReport,
+};
+
+/// Unix seconds now (0 if the clock is before 1970).
+#[must_use]
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Seconds in `days` days, saturating.
+#[must_use]
+pub fn days(days: u64) -> u64 {
+    days.saturating_mul(86_400)
+}
