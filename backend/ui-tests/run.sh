@@ -18,7 +18,8 @@ devices="${SEED_DEVICES:-300}"
 alerts="${SEED_ALERTS:-20000}"
 
 echo "== build picket-backend and the seeder"
-(cd "$root" && cargo build --locked -p picket-backend -p picket-ui --example seed)
+# Both target flags: with `--example` alone cargo would build no binary.
+(cd "$root" && cargo build --locked -p picket-backend --bin picket-backend -p picket-ui --example seed)
 bin="$CARGO_TARGET_DIR/debug/picket-backend"
 server="${PICKET_UI_SERVER:-$bin}"
 seed="$CARGO_TARGET_DIR/debug/examples/seed"

@@ -1214,7 +1214,12 @@ async fn burst(
             })
             .collect();
         client
-            .publish(topic.as_str(), QoS::AtLeastOnce, false, batch_frame(dev, &specs)?)
+            .publish(
+                topic.as_str(),
+                QoS::AtLeastOnce,
+                false,
+                batch_frame(dev, &specs)?,
+            )
             .await?;
         sent += k;
         frames += 1;
@@ -1234,8 +1239,8 @@ async fn burst(
 async fn fill_db(a: Args) -> anyhow::Result<()> {
     use picket_store::Store as _;
     let t0 = std::time::Instant::now();
-    let store = picket_store::sqlite::SqliteStore::open(&a.db)
-        .with_context(|| format!("open {}", a.db))?;
+    let store =
+        picket_store::sqlite::SqliteStore::open(&a.db).with_context(|| format!("open {}", a.db))?;
     let devices: Vec<String> = store
         .devices()
         .await?
@@ -1267,7 +1272,10 @@ async fn fill_db(a: Args) -> anyhow::Result<()> {
         store.insert_alerts(&batch).await?;
         done += k;
         if done % 100_000 == 0 || done == a.alerts {
-            println!("{done} alerts written ({:.0} s)", t0.elapsed().as_secs_f64());
+            println!(
+                "{done} alerts written ({:.0} s)",
+                t0.elapsed().as_secs_f64()
+            );
         }
     }
     Ok(())

@@ -4,7 +4,7 @@
 
 import { h, replace, button, card, toast, empty } from '../dom.js';
 import { get, patch, post, can, deviceMap, hostname } from '../api.js';
-import { time, ago, levelBadge, statusBadge, techniqueLink, num } from '../format.js';
+import { time, ago, levelBadge, statusBadge, techniqueLink } from '../format.js';
 
 function kv(rows) {
   return h('dl', { class: 'kv' }, rows.filter(([, v]) => v !== undefined && v !== null && v !== '').map(([k, v]) => [
@@ -168,7 +168,7 @@ export function render({ id, user }) {
           card('Device', kv([
             ['Host', h('a', { href: `#/devices/${a.device_id}` }, host || a.device_id)],
             ['Device id', mono(a.device_id)],
-            ['Sequence', num(a.seq)],
+            ['Sequence', String(a.seq)],
             ['Event time', time(a.timestamp_ms)],
             ['Received', time(a.received_ms)],
           ])),
