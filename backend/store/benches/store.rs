@@ -731,7 +731,6 @@ fn sqlite_raw_insert(dir: &std::path::Path, n: u64) -> anyhow::Result<f64> {
     Ok((batches * BATCH as u64) as f64 / total.as_secs_f64())
 }
 
-
 /// One schema variant of the insert-path experiment.
 struct Variant {
     name: &'static str,
@@ -810,14 +809,28 @@ fn variant_rate(dir: &std::path::Path, v: &Variant, n: u64) -> anyhow::Result<f6
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?5) ON CONFLICT DO NOTHING",
             )?;
             let mut f3 = (v.fts_cols == 3).then(|| tx.prepare_cached("INSERT INTO alerts_fts (rowid, image, command_line, path) VALUES (?1, ?2, ?3, ?4)")).transpose()?;
-            let mut f1 = (v.fts_cols == 1).then(|| tx.prepare_cached("INSERT INTO alerts_fts (rowid, t) VALUES (?1, ?2)")).transpose()?;
-            let mut k = tx.prepare_cached("INSERT OR IGNORE INTO alert_techniques VALUES (?1, ?2, ?3)")?;
+            let mut f1 = (v.fts_cols == 1)
+                .then(|| tx.prepare_cached("INSERT INTO alerts_fts (rowid, t) VALUES (?1, ?2)"))
+                .transpose()?;
+            let mut k =
+                tx.prepare_cached("INSERT OR IGNORE INTO alert_techniques VALUES (?1, ?2, ?3)")?;
             for a in &alerts {
                 let tech = serde_json::to_string(&a.techniques)?;
                 s.execute(rusqlite::params![
-                    a.id, a.device_id, a.seq as i64, a.timestamp_ms, a.received_ms, a.level.as_i16(),
-                    i16::from(a.source == AlertSource::Upload), a.rule_id, a.rule_title, tech,
-                    a.image, a.command_line, a.path, serde_json::to_string(&a.event)?
+                    a.id,
+                    a.device_id,
+                    a.seq as i64,
+                    a.timestamp_ms,
+                    a.received_ms,
+                    a.level.as_i16(),
+                    i16::from(a.source == AlertSource::Upload),
+                    a.rule_id,
+                    a.rule_title,
+                    tech,
+                    a.image,
+                    a.command_line,
+                    a.path,
+                    serde_json::to_string(&a.event)?
                 ])?;
                 let row = tx.last_insert_rowid();
                 if let Some(f) = f3.as_mut() {
@@ -846,7 +859,9 @@ fn variant_rate(dir: &std::path::Path, v: &Variant, n: u64) -> anyhow::Result<f6
         total += t.elapsed();
     }
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
-        + std::fs::metadata(format!("{}-wal", path.display())).map(|m| m.len()).unwrap_or(0);
+        + std::fs::metadata(format!("{}-wal", path.display()))
+            .map(|m| m.len())
+            .unwrap_or(0);
     drop(c);
     println!("    ({:.0} MiB)", size as f64 / 1048576.0);
     for ext in ["", "-wal", "-shm"] {
