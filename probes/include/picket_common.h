@@ -410,7 +410,15 @@ static __always_inline void pk_interest_exec_path(__u32 tgid, const char *path, 
 		struct pk_image_key *key = bpf_map_lookup_elem(&pk_image_scratch, &zero);
 		if (key) {
 			__builtin_memset(key, 0, sizeof(*key));
-			bpf_probe_read_kernel(key->path, len & (PK_IMAGE_MAX - 1), path);
+			/* The mask must reach the verifier: clang drops `len & 255`
+			 * after the `len < 256` test above, and verifiers before ~6.3
+			 * do not carry that 32-bit test over to the 64-bit size
+			 * register (Debian 12's 6.1 rejected this read with
+			 * size=65535). An opaque AND keeps the bound in the register
+			 * the helper call uses. */
+			__u64 n = len;
+			asm volatile("%[n] &= %[mask]" : [n] "+r"(n) : [mask] "i"(PK_IMAGE_MAX - 1));
+			bpf_probe_read_kernel(key->path, n, path);
 			__u32 *rule = bpf_map_lookup_elem(&pk_image_rules, key);
 			if (rule) {
 				__u32 v = *rule;
