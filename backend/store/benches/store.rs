@@ -13,6 +13,12 @@
 //! - `PICKET_BENCH_PG_ALERTS`: alerts for Postgres (default: as SQLite).
 //! - `PICKET_BENCH_PG_WRITERS`: concurrent Postgres ingest tasks (default 2).
 //! - `PICKET_BENCH_QUERIES`: iterations per query kind (default 200).
+//! - `PICKET_BENCH_CALL_BATCHES`: 256-alert batches per `insert_alerts`
+//!   call (default 1; the ingest coalesces up to 32).
+//! - `PICKET_BENCH_VARIANTS`: instead of the above, insert rates of schema
+//!   variants (`""`: all, or a comma list of numbers), each into a fresh
+//!   file, `PICKET_BENCH_VARIANT_ALERTS` alerts (default 300,000), 8,192
+//!   per transaction, two rounds.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -386,6 +392,7 @@ async fn ensure_filled(
     let batches = target.div_ceil(BATCH as u64);
     let start = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicU64::new(first));
+    let per_call = env_u64("PICKET_BENCH_CALL_BATCHES", 1).max(1);
     let mut tasks = Vec::new();
     for w in 0..writers {
         let store = Arc::clone(store);
@@ -399,7 +406,16 @@ async fn ensure_filled(
                     return anyhow::Ok(inserted);
                 }
                 rng.0 ^= b.wrapping_mul(0x1000_0000_01b3);
-                let alerts = batch(b, &mut rng);
+                let mut alerts = batch(b, &mut rng);
+                // Several uplink batches per call, as the ingest coalesces them.
+                for _ in 1..per_call {
+                    let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if b >= batches {
+                        break;
+                    }
+                    rng.0 ^= b.wrapping_mul(0x1000_0000_01b3);
+                    alerts.extend(batch(b, &mut rng));
+                }
                 inserted += store.insert_alerts(&alerts).await?.inserted;
                 if b.is_multiple_of(4_000) && w == 0 {
                     println!(
@@ -416,7 +432,10 @@ async fn ensure_filled(
     }
     let secs = start.elapsed().as_secs_f64();
     let rate = inserted as f64 / secs;
-    println!("  inserted {inserted} alerts in {secs:.1}s: {rate:.0} alerts/s (batches of {BATCH}, {writers} writer(s))");
+    println!(
+        "  inserted {inserted} alerts in {secs:.1}s: {rate:.0} alerts/s \
+         ({per_call} x {BATCH} alerts per call, {writers} writer(s))"
+    );
     Ok(Some(rate))
 }
 
@@ -770,12 +789,15 @@ fn variants() -> Vec<Variant> {
         Variant { name: "7 indexes + keys + FTS trigram 1 col, detail=none", ddl: "CREATE VIRTUAL TABLE alerts_fts USING fts5 (t, content = '', contentless_delete = 1, tokenize = 'trigram', detail = none);", fts_cols: 1, keys: true },
         Variant { name: "7 indexes + keys + FTS trigram 1 col, detail=none, columnsize=0, no delete", ddl: "CREATE VIRTUAL TABLE alerts_fts USING fts5 (t, content = '', tokenize = 'trigram', detail = none, columnsize = 0);", fts_cols: 1, keys: true },
         Variant { name: "FTS only (3 cols, as current), no index", ddl: FTS3, fts_cols: 3, keys: false },
+        Variant { name: "id + time + device, no keys, no FTS", ddl: "CREATE UNIQUE INDEX a_id ON alerts (id); CREATE INDEX a_time ON alerts (timestamp_ms); CREATE INDEX a_dev ON alerts (device_id, timestamp_ms);", fts_cols: 0, keys: false },
+        Variant { name: "time only, no keys, no FTS", ddl: "CREATE INDEX a_time ON alerts (timestamp_ms);", fts_cols: 0, keys: false },
+        Variant { name: "5 indexes (no status/source) + keys, no FTS", ddl: "CREATE UNIQUE INDEX a_id ON alerts (id); CREATE INDEX a_time ON alerts (timestamp_ms); CREATE INDEX a_dev ON alerts (device_id, timestamp_ms); CREATE INDEX a_lvl ON alerts (level, timestamp_ms); CREATE INDEX a_rule ON alerts (rule_id, timestamp_ms);", fts_cols: 0, keys: true },
     ]
 }
 
 /// Insert rate of `n` bench alerts into a fresh file with `v`'s schema,
 /// 8,192 alerts per transaction (the ingest's `commit_max_alerts`).
-fn variant_rate(dir: &std::path::Path, v: &Variant, n: u64) -> anyhow::Result<f64> {
+fn variant_rate(dir: &std::path::Path, v: &Variant, n: u64) -> anyhow::Result<(f64, f64)> {
     let path = dir.join("variant.db");
     for ext in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", path.display()));
@@ -791,6 +813,7 @@ fn variant_rate(dir: &std::path::Path, v: &Variant, n: u64) -> anyhow::Result<f6
     let mut rng = Rng(7);
     let batches = n.div_ceil(BATCH as u64);
     let mut total = Duration::ZERO;
+    let mut cpu = 0.0;
     let mut b = 0;
     while b < batches {
         let mut alerts = Vec::new();
@@ -801,6 +824,7 @@ fn variant_rate(dir: &std::path::Path, v: &Variant, n: u64) -> anyhow::Result<f6
             }
         }
         let t = Instant::now();
+        let cpu0 = process_cpu_secs();
         let tx = c.unchecked_transaction()?;
         {
             let mut s = tx.prepare_cached(
@@ -857,6 +881,7 @@ fn variant_rate(dir: &std::path::Path, v: &Variant, n: u64) -> anyhow::Result<f6
         }
         tx.commit()?;
         total += t.elapsed();
+        cpu += process_cpu_secs() - cpu0;
     }
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
         + std::fs::metadata(format!("{}-wal", path.display()))
@@ -867,7 +892,18 @@ fn variant_rate(dir: &std::path::Path, v: &Variant, n: u64) -> anyhow::Result<f6
     for ext in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", path.display()));
     }
-    Ok((batches * BATCH as u64) as f64 / total.as_secs_f64())
+    let n = (batches * BATCH as u64) as f64;
+    Ok((n / total.as_secs_f64(), cpu / n * 1e6))
+}
+
+/// User + system CPU of this process, seconds (the machine is shared:
+/// CPU per alert is steadier than wall-clock rates).
+fn process_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |x| x.1);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn print_table(title: &str, n: u64, rows: &[Row]) {
@@ -908,8 +944,11 @@ async fn main() -> anyhow::Result<()> {
                 if !only.is_empty() && !only.split(',').any(|x| x == i.to_string()) {
                     continue;
                 }
-                let r = variant_rate(dir.path(), v, vn)?;
-                println!("  round {round} variant {i} {}: {r:.0} alerts/s", v.name);
+                let (r, us) = variant_rate(dir.path(), v, vn)?;
+                println!(
+                    "  round {round} variant {i} {}: {r:.0} alerts/s wall, {us:.1} us CPU/alert",
+                    v.name
+                );
             }
         }
         return Ok(());
@@ -922,8 +961,19 @@ async fn main() -> anyhow::Result<()> {
     println!("SQLite at {}", path.display());
     let raw = sqlite_raw_insert(tmp.path(), n.min(200_000))?;
     println!("  baseline: raw insert, no secondary indexes, no FTS: {raw:.0} alerts/s");
-    let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).context("open sqlite")?);
+    let concrete = SqliteStore::open(&path).context("open sqlite")?;
+    let sqlite: Arc<dyn Store> = Arc::new(concrete.clone());
+    let t = Instant::now();
     ensure_filled(&sqlite, n, 1).await?;
+    let lag = concrete.search_lag().await?;
+    let ts = Instant::now();
+    concrete.sync_search_index().await?;
+    println!(
+        "  search index: {lag} alerts behind at the end of the fill, caught up in {:.1}s \
+         ({:.1}s since the fill started)",
+        ts.elapsed().as_secs_f64(),
+        t.elapsed().as_secs_f64()
+    );
     let stats = sqlite.stats().await?;
     println!(
         "  {} alerts, {:.2} GiB on disk",

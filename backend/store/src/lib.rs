@@ -52,11 +52,12 @@
 //! technique *and each parent* (`T1059.004` also under `T1059`), so a parent
 //! filter is one equality on the `(technique, timestamp_ms, row)` key.
 //! Text search (case-insensitive substring): SQLite asks the trigram index
-//! how many rows match (counting at most 20,000); a rare needle collects
+//! how many rows match (counting at most 3,000); a rare needle collects
 //! its matches and sorts them, a common one walks the list order and tests
-//! each row against the index. Needles under 3 characters fall back to
-//! `LIKE` (ASCII case folding). Postgres uses a `pg_trgm` GIN index over
-//! the same three columns with `ILIKE` and leaves the choice to its
+//! each row (`LIKE`, or `picket_icontains` for non-ASCII needles). Needles
+//! under 3 characters are always tested row by row. Postgres uses a
+//! `pg_trgm` GIN index over the same three columns with `ILIKE` and leaves
+//! the choice to its
 //! planner. SQLite gets fixed planner statistics (written by migration 2)
 //! so its plans do not depend on when `ANALYZE` last ran.
 //!
@@ -65,17 +66,31 @@
 //! under an advisory lock so several backends may start at once. A
 //! database newer than the build is refused, never downgraded.
 //!
+//! **Search index freshness (SQLite).** Ingest does not feed the trigram
+//! index itself: a background indexer thread adds stored alerts to it in
+//! transactions of 8,192 rows whenever the writer is free, and records how
+//! far it got (`search_state.indexed_row`, in the same transaction). The
+//! index may lag ingest by at most [`sqlite::SqliteOptions::search_lag_alerts`]
+//! alerts (100,000 by default): beyond that, the inserting transaction
+//! indexes the excess itself. Searches are always complete and current: in
+//! one read snapshot they use the index up to the watermark and test the
+//! un-indexed tail (at most the lag bound) row by row. Trigram indexing is
+//! ~40 % of the insert CPU, so a burst of up to that many alerts runs at
+//! the speed of the plain tables and the index catches up after it.
+//!
 //! **Durability.** SQLite runs `journal_mode=WAL`, `synchronous=NORMAL`:
-//! a commit is in the WAL but not fsynced; the WAL is synced at each
-//! checkpoint (about every 4 MiB of changes). A process crash loses
-//! nothing that was committed; a power cut or kernel panic can lose the
-//! transactions since the last checkpoint (in practice the last few
-//! hundred milliseconds to seconds of ingest) but never corrupts the file.
-//! Alerts the uplink acknowledged in that window are then gone (the device
-//! dropped them from its spool); where that matters, open with
-//! [`sqlite::SqliteOptions::durable`] (`synchronous=FULL`: an fsync per
-//! commit, so pass bigger batches). Postgres durability
-//! is the server's (`synchronous_commit`).
+//! a commit is in the WAL but not fsynced. A checkpointer thread (its own
+//! connection, `PASSIVE`, so it never blocks ingest or readers) starts a
+//! checkpoint every 200 ms, fsyncing the WAL first and then copying it into
+//! the database. A process crash loses nothing that was committed; a power
+//! cut or kernel panic can lose the commits made since the last checkpoint
+//! began (~200 ms of ingest, up to one checkpoint pass — seconds — under
+//! full-rate ingest; the writer checkpoints by itself once the WAL reaches
+//! 256 MiB) but never corrupts the file. Alerts the uplink acknowledged in
+//! that window are then gone (the device dropped them from its spool);
+//! where that matters, open with [`sqlite::SqliteOptions::durable`]
+//! (`synchronous=FULL`: an fsync per commit, so pass bigger batches).
+//! Postgres durability is the server's (`synchronous_commit`).
 //!
 //! **Backups.** SQLite: [`sqlite::SqliteStore::backup_to`] (`VACUUM INTO`,
 //! consistent, online), or `sqlite3 picket.db ".backup backup.db"` from a
@@ -89,11 +104,12 @@
 //! drops expired sessions.
 //!
 //! **Ingest.** One transaction per [`Store::insert_alerts`] call with
-//! cached statements (SQLite) or one `INSERT … SELECT FROM unnest(…) ON
-//! CONFLICT DO NOTHING RETURNING` per batch (Postgres). Larger batches
-//! amortize the commit and the FTS segment flush: the ingest should pass
-//! what it has queued (several uplink batches at once) when it falls
-//! behind. See `README.md` for measured rates.
+//! cached statements (SQLite: the alert row, its technique keys, the
+//! device's sequence number; the text index follows behind, see above) or
+//! one `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING RETURNING`
+//! per batch (Postgres). Larger batches amortize the commit: the ingest
+//! passes what it has queued (up to `commit_max_alerts`) in one call. See
+//! `README.md` for measured rates.
 
 pub mod model;
 pub mod postgres;

@@ -727,7 +727,7 @@ impl Store for PgStore {
                 l,
                 after,
                 fetch,
-                query::TextPlan::Index,
+                query::TextPlan::Scan,
             );
             pages.push(Self::query_alerts(&tx, OP, q).await?);
         }
@@ -824,7 +824,7 @@ impl Store for PgStore {
     ) -> Result<Vec<CountBucket>, StoreError> {
         const OP: &str = "alert_counts";
         query::check_bucket(bucket_ms)?;
-        let built = query::count_query(Dialect::Postgres, filter, bucket_ms);
+        let built = query::count_query(Dialect::Postgres, filter, bucket_ms, query::TextPlan::Scan);
         let c = self.client(OP).await?;
         c.query(&built.sql, &to_sql(&built.params))
             .await

@@ -55,10 +55,11 @@ pub(crate) const PG_SEARCH_EXPR: &str = "(coalesce(a.image, '') || E'\\x1f' || \
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TextPlan {
     /// Collect the trigram index's matches, then order them: best when the
-    /// needle is rare.
-    Index,
-    /// Walk the list order and test each row against the trigram index:
-    /// best when the needle is common (a page fills after few rows).
+    /// needle is rare. The index covers rows up to `indexed_row` (the
+    /// search watermark); rows after it are tested one by one.
+    Index { indexed_row: i64 },
+    /// Walk the list order and test each row: best when the needle is
+    /// common (a page fills after few rows).
     Scan,
 }
 
@@ -157,48 +158,59 @@ impl Builder {
     }
 
     fn text_condition(&mut self, text: &str) -> String {
-        match self.dialect {
+        match (self.dialect, self.text_plan) {
             // The trigram tokenizer folds case and indexes every 3-character
             // window, so a quoted phrase is exactly a case-insensitive
-            // substring test. Shorter needles have no trigram: scan with
-            // LIKE (ASCII case-insensitive in SQLite).
-            Dialect::Sqlite if fts_usable(text) => {
+            // substring test. Rows past the watermark are not indexed yet
+            // (the background indexer lags ingest by a bounded number of
+            // rows): they are tested directly, in the same snapshot.
+            (Dialect::Sqlite, TextPlan::Index { indexed_row }) if fts_usable(text) => {
                 let p = self.bind(Param::Text(fts_phrase(text)));
-                match self.text_plan {
-                    TextPlan::Index => {
-                        format!(
-                            "a.row IN (SELECT rowid FROM alerts_fts WHERE alerts_fts MATCH {p})"
-                        )
-                    }
-                    // LIKE folds ASCII case exactly as the tokenizer does and
-                    // costs far less per row than an index probe.
-                    TextPlan::Scan if text.is_ascii() => {
-                        self.params.pop();
-                        let p = self.bind(Param::Text(like_pattern(text)));
-                        format!(
-                            "(a.command_line LIKE {p} ESCAPE '\\' OR a.image LIKE {p} ESCAPE '\\' \
-                             OR a.path LIKE {p} ESCAPE '\\')"
-                        )
-                    }
-                    TextPlan::Scan => format!(
-                        "EXISTS (SELECT 1 FROM alerts_fts WHERE alerts_fts MATCH {p} \
-                         AND alerts_fts.rowid = a.row)"
-                    ),
-                }
-            }
-            Dialect::Sqlite => {
-                let p = self.bind(Param::Text(like_pattern(text)));
+                let w = self.bind(Param::Int(indexed_row));
+                // `u`, not `t`: the technique join uses `t` outside.
+                let tail = self.row_test(text, "u");
                 format!(
-                    "(a.command_line LIKE {p} ESCAPE '\\' OR a.image LIKE {p} ESCAPE '\\' \
-                     OR a.path LIKE {p} ESCAPE '\\')"
+                    "a.row IN (SELECT rowid FROM alerts_fts WHERE alerts_fts MATCH {p} \
+                     AND rowid <= {w} UNION ALL SELECT u.row FROM alerts u \
+                     WHERE u.row > {w} AND {tail})"
                 )
             }
-            Dialect::Postgres => {
+            (Dialect::Sqlite, _) => self.row_test(text, "a"),
+            (Dialect::Postgres, _) => {
                 let p = self.bind(Param::Text(like_pattern(text)));
                 format!("{PG_SEARCH_EXPR} ILIKE {p}")
             }
         }
     }
+
+    /// A SQLite test of one row (alias `o`) against the needle, without
+    /// the index. LIKE folds ASCII case exactly as the trigram tokenizer
+    /// does and is the cheapest test; other needles go through
+    /// `picket_icontains` (Unicode lower case, as the tokenizer folds).
+    fn row_test(&mut self, text: &str, o: &str) -> String {
+        if text.is_ascii() {
+            let p = self.bind(Param::Text(like_pattern(text)));
+            format!(
+                "({o}.command_line LIKE {p} ESCAPE '\\' OR {o}.image LIKE {p} ESCAPE '\\' \
+                 OR {o}.path LIKE {p} ESCAPE '\\')"
+            )
+        } else {
+            let p = self.bind(Param::Text(text.to_lowercase()));
+            format!("picket_icontains({p}, {o}.image, {o}.command_line, {o}.path)")
+        }
+    }
+}
+
+/// Whether any of `haystacks` contains `needle_lower` ignoring case
+/// (Unicode lower case): the SQLite `picket_icontains` function.
+pub(crate) fn icontains(needle_lower: &str, haystacks: &[Option<&str>]) -> bool {
+    haystacks.iter().flatten().any(|h| {
+        if h.is_ascii() && needle_lower.is_ascii() {
+            h.to_ascii_lowercase().contains(needle_lower)
+        } else {
+            h.to_lowercase().contains(needle_lower)
+        }
+    })
 }
 
 /// `%needle%` with LIKE's wildcards escaped by `\`.
@@ -257,11 +269,16 @@ pub(crate) fn list_query(
 }
 
 /// The count-per-bucket-and-level query (`bucket_ms` must be positive).
-pub(crate) fn count_query(dialect: Dialect, f: &AlertFilter, bucket_ms: i64) -> Built {
+pub(crate) fn count_query(
+    dialect: Dialect,
+    f: &AlertFilter,
+    bucket_ms: i64,
+    text_plan: TextPlan,
+) -> Built {
     let mut b = Builder {
         dialect,
         params: Vec::new(),
-        text_plan: TextPlan::Index,
+        text_plan,
     };
     let (from, o) = Builder::from(f);
     let level = f
@@ -328,7 +345,7 @@ pub(crate) fn audit_query(dialect: Dialect, f: &crate::model::AuditFilter, limit
     let mut b = Builder {
         dialect,
         params: Vec::new(),
-        text_plan: TextPlan::Index,
+        text_plan: TextPlan::Scan,
     };
     let mut conds = Vec::new();
     if let Some(a) = &f.actor {

@@ -7,9 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use async_trait::async_trait;
+use rusqlite::functions::FunctionFlags;
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::Semaphore;
@@ -28,6 +30,18 @@ use crate::{InsertReport, Store, StoreError};
 const READERS: usize = 4;
 /// Alerts deleted per retention transaction, so ingest can run in between.
 const RETENTION_CHUNK: i64 = 10_000;
+/// How often the checkpointer thread copies the WAL into the database.
+/// With `synchronous=NORMAL` a checkpoint fsyncs the WAL first, so this is
+/// also the bound on what a power cut can lose. Doing it off the writer
+/// keeps the copy and both fsyncs out of ingest commits.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+/// The writer checkpoints by itself only when the WAL has grown to 256 MiB
+/// (the checkpointer thread is starved or blocked).
+const WRITER_AUTOCHECKPOINT_PAGES: i64 = 65_536;
+/// Alerts the background indexer adds to the search index per
+/// transaction: small enough that an ingest commit waits at most tens of
+/// milliseconds for the writer, large enough to amortize the segment flush.
+const INDEX_CHUNK: i64 = 8_192;
 
 /// Schema migrations; `PRAGMA user_version` is the number applied.
 const MIGRATIONS: &[&str] = &[
@@ -144,6 +158,15 @@ INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES
     ('alert_techniques', 'sqlite_autoindex_alert_techniques_1', '20000000 400000 2 1');
 ANALYZE sqlite_schema;
 ",
+    r"
+-- The search index is filled behind ingest (see `index_search`): it holds
+-- the alerts with row <= indexed_row. Everything stored so far is indexed.
+CREATE TABLE search_state (
+    id          INTEGER PRIMARY KEY CHECK (id = 0),
+    indexed_row INTEGER NOT NULL
+);
+INSERT INTO search_state (id, indexed_row) SELECT 0, coalesce(max(row), 0) FROM alerts;
+",
 ];
 
 /// How [`SqliteStore::open_with`] opens the database.
@@ -154,6 +177,10 @@ pub struct SqliteOptions {
     pub durable: bool,
     /// Writer page cache in MiB (readers get half each).
     pub cache_mib: u32,
+    /// How many stored alerts the text-search index may lag behind ingest
+    /// (0: index in the inserting transaction). Searches are complete
+    /// either way: the un-indexed tail is scanned.
+    pub search_lag_alerts: u32,
 }
 
 impl Default for SqliteOptions {
@@ -161,6 +188,7 @@ impl Default for SqliteOptions {
         Self {
             durable: false,
             cache_mib: 128,
+            search_lag_alerts: 100_000,
         }
     }
 }
@@ -188,6 +216,11 @@ struct Inner {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
+    search_lag: i64,
+    /// Wakes the background indexer (dropping it stops the thread).
+    indexer: Option<std::sync::mpsc::SyncSender<()>>,
+    /// Writes waiting for the writer connection: the indexer yields to them.
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 /// Maps a SQLite error to [`StoreError::Backend`] naming the operation.
@@ -243,14 +276,70 @@ impl SqliteStore {
             configure(&r, &op, Conn::Reader, options)?;
             readers.push(r);
         }
-        Ok(Self {
-            inner: Arc::new(Inner {
-                path,
-                writer: Mutex::new(writer),
-                readers: Mutex::new(readers),
-                permits: Arc::new(Semaphore::new(READERS)),
-            }),
+        let search_lag = i64::from(options.search_lag_alerts);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let inner = Arc::new(Inner {
+            path,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(readers),
+            permits: Arc::new(Semaphore::new(READERS)),
+            search_lag,
+            indexer: (search_lag > 0).then_some(tx),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+        });
+        {
+            let weak = Arc::downgrade(&inner);
+            let c = Connection::open(&inner.path).map_err(be(&op))?;
+            c.busy_timeout(std::time::Duration::from_secs(10))
+                .map_err(be(&op))?;
+            std::thread::Builder::new()
+                .name("picket-checkpointer".into())
+                .spawn(move || checkpoint_loop(&weak, &c))
+                .map_err(|e| StoreError::Backend(format!("{op}: checkpointer: {e}")))?;
+        }
+        if search_lag > 0 {
+            let weak = Arc::downgrade(&inner);
+            std::thread::Builder::new()
+                .name("picket-search-indexer".into())
+                .spawn(move || indexer_loop(&weak, &rx))
+                .map_err(|e| StoreError::Backend(format!("{op}: search indexer: {e}")))?;
+        }
+        Ok(Self { inner })
+    }
+
+    /// Brings the text-search index up to date with every stored alert
+    /// (the background indexer does this by itself within moments; tests
+    /// and tools call it to measure or check the indexed path).
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn sync_search_index(&self) -> Result<(), StoreError> {
+        const OP: &str = "sync_search_index";
+        self.write(OP, |c| {
+            while index_search(c, INDEX_CHUNK).map_err(be(OP))? > 0 {}
+            Ok(())
         })
+        .await
+    }
+
+    /// How many stored alerts are not in the text-search index yet.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn search_lag(&self) -> Result<u64, StoreError> {
+        const OP: &str = "search_lag";
+        self.read(OP, |c| {
+            let lag: i64 = c
+                .query_row(
+                    "SELECT coalesce((SELECT max(row) FROM alerts), 0) - \
+                     (SELECT indexed_row FROM search_state)",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(be(OP))?;
+            Ok(u64::try_from(lag).unwrap_or(0))
+        })
+        .await
     }
 
     /// The database file.
@@ -290,8 +379,16 @@ impl SqliteStore {
     {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
+            inner.waiting.fetch_add(1, Ordering::SeqCst);
             let mut c = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut c)
+            inner.waiting.fetch_sub(1, Ordering::SeqCst);
+            let r = f(&mut c);
+            drop(c);
+            if let Some(tx) = &inner.indexer {
+                // Full means a wake-up is already pending.
+                let _ = tx.try_send(());
+            }
+            r
         })
         .await
         .map_err(|e| StoreError::Backend(format!("{op}: task failed: {e}")))?
@@ -349,6 +446,19 @@ fn configure(
     c.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(be(op))?;
     c.set_prepared_statement_cache_capacity(64);
+    c.create_scalar_function(
+        "picket_icontains",
+        4,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let needle = ctx.get_raw(0).as_str().map_err(|e| {
+                rusqlite::Error::UserFunctionError(format!("picket_icontains: {e}").into())
+            })?;
+            let hay = |i| ctx.get_raw(i).as_str_or_null().ok().flatten();
+            Ok(query::icontains(needle, &[hay(1), hay(2), hay(3)]))
+        },
+    )
+    .map_err(be(op))?;
     let cache_kib = i64::from(options.cache_mib) * 1024;
     if kind == Conn::Reader {
         c.execute_batch(&format!(
@@ -371,7 +481,8 @@ fn configure(
         let sync = if options.durable { "FULL" } else { "NORMAL" };
         c.execute_batch(&format!(
             "PRAGMA synchronous = {sync}; PRAGMA cache_size = -{cache_kib}; \
-             PRAGMA temp_store = MEMORY; PRAGMA journal_size_limit = 67108864;"
+             PRAGMA temp_store = MEMORY; PRAGMA journal_size_limit = 67108864; \
+             PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES};"
         ))
         .map_err(be(op))?;
     }
@@ -516,6 +627,13 @@ fn get_user(c: &Connection, op: &str, id: i64) -> Result<Option<User>, StoreErro
         .transpose()
 }
 
+/// The search watermark: alerts with `row` up to it are in `alerts_fts`.
+fn indexed_row(c: &Connection, op: &str) -> Result<i64, StoreError> {
+    c.prepare_cached("SELECT indexed_row FROM search_state")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(be(op))
+}
+
 fn select_alerts(
     c: &Connection,
     op: &str,
@@ -530,6 +648,86 @@ fn select_alerts(
     raws.into_iter().map(|r| r.decode(op)).collect()
 }
 
+/// Adds up to `max` alerts past the search watermark to the text-search
+/// index and moves the watermark; returns how many stored alerts remain
+/// un-indexed. One `INSERT … SELECT`: no row leaves SQLite.
+fn index_search(c: &Connection, max: i64) -> rusqlite::Result<i64> {
+    let (w, top) = search_bounds(c)?;
+    if top <= w {
+        return Ok(0);
+    }
+    let upto = top.min(w.saturating_add(max));
+    c.prepare_cached(
+        "INSERT INTO alerts_fts (rowid, image, command_line, path) \
+         SELECT row, image, command_line, path FROM alerts WHERE row > ?1 AND row <= ?2 \
+         AND (image IS NOT NULL OR command_line IS NOT NULL OR path IS NOT NULL)",
+    )?
+    .execute(params![w, upto])?;
+    c.prepare_cached("UPDATE search_state SET indexed_row = ?1")?
+        .execute(params![upto])?;
+    Ok(top - upto)
+}
+
+/// The checkpointer: every [`CHECKPOINT_EVERY`], a `PASSIVE` checkpoint on
+/// its own connection (it never blocks the writer or the readers; with
+/// nothing new in the WAL it does nothing). Ends with the store.
+fn checkpoint_loop(store: &Weak<Inner>, c: &Connection) {
+    loop {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if store.strong_count() == 0 {
+            return;
+        }
+        // A failed checkpoint is retried next time; the writer's own
+        // autocheckpoint bounds the WAL meanwhile.
+        let _ = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    }
+}
+
+/// The search watermark and the highest stored row.
+fn search_bounds(c: &Connection) -> rusqlite::Result<(i64, i64)> {
+    c.prepare_cached(
+        "SELECT indexed_row, coalesce((SELECT max(row) FROM alerts), 0) FROM search_state",
+    )?
+    .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+}
+
+/// The background indexer: after writes (or every second), indexes what
+/// ingest left behind in [`INDEX_CHUNK`] transactions, stepping aside
+/// while another write waits for the connection. Ends with the store.
+fn indexer_loop(store: &Weak<Inner>, wake: &std::sync::mpsc::Receiver<()>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        match wake.recv_timeout(std::time::Duration::from_secs(1)) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        loop {
+            let Some(inner) = store.upgrade() else { return };
+            if inner.waiting.load(Ordering::SeqCst) > 0 {
+                drop(inner);
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                continue;
+            }
+            let left = {
+                let mut c = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
+                c.transaction_with_behavior(TransactionBehavior::Immediate)
+                    .and_then(|tx| {
+                        let left = index_search(&tx, INDEX_CHUNK)?;
+                        tx.commit()?;
+                        Ok(left)
+                    })
+            };
+            match left {
+                Ok(0) => break,
+                Ok(_) => {}
+                // Retried at the next wake-up; meanwhile ingest keeps the
+                // lag bounded by itself and searches scan the tail.
+                Err(_) => break,
+            }
+        }
+    }
+}
+
 /// Deletes up to `limit` of the oldest alerts (older than `before_ms` if
 /// given) with their notes, technique keys and search entries, in one
 /// transaction. Returns how many went.
@@ -541,6 +739,9 @@ fn delete_oldest(
     const OP: &str = "apply_retention";
     let tx = c
         .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(be(OP))?;
+    let indexed_row: i64 = tx
+        .query_row("SELECT indexed_row FROM search_state", [], |r| r.get(0))
         .map_err(be(OP))?;
     let victims: Vec<(i64, String, i64, String)> = {
         let mut s = tx
@@ -575,7 +776,9 @@ fn delete_oldest(
             .map_err(be(OP))?;
         for (row, id, ts, techniques) in &victims {
             del_alert.execute(params![row]).map_err(be(OP))?;
-            del_fts.execute(params![row]).map_err(be(OP))?;
+            if *row <= indexed_row {
+                del_fts.execute(params![row]).map_err(be(OP))?;
+            }
             del_notes.execute(params![id]).map_err(be(OP))?;
             match serde_json::from_str::<Vec<String>>(techniques) {
                 Ok(t) => {
@@ -591,6 +794,14 @@ fn delete_oldest(
             }
         }
     }
+    // Deleting the newest rows lets SQLite hand their row numbers out
+    // again: they must not count as indexed then.
+    tx.execute(
+        "UPDATE search_state SET indexed_row = \
+         min(indexed_row, coalesce((SELECT max(row) FROM alerts), 0))",
+        [],
+    )
+    .map_err(be(OP))?;
     tx.commit().map_err(be(OP))?;
     Ok(victims.len() as u64)
 }
@@ -717,6 +928,7 @@ impl Store for SqliteStore {
             .iter()
             .map(AlertIn::prepare)
             .collect::<Result<Vec<_>, _>>()?;
+        let search_lag = self.inner.search_lag;
         self.write(OP, move |c| {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -729,12 +941,6 @@ impl Store for SqliteStore {
                          source, rule_id, rule_title, techniques, image, command_line, path, event, \
                          updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
                          ?14, ?5) ON CONFLICT (id) DO NOTHING",
-                    )
-                    .map_err(be(OP))?;
-                let mut fts = tx
-                    .prepare_cached(
-                        "INSERT INTO alerts_fts (rowid, image, command_line, path) \
-                         VALUES (?1, ?2, ?3, ?4)",
                     )
                     .map_err(be(OP))?;
                 let mut key = tx
@@ -771,10 +977,6 @@ impl Store for SqliteStore {
                     }
                     report.inserted += 1;
                     let row = tx.last_insert_rowid();
-                    if a.image.is_some() || a.command_line.is_some() || a.path.is_some() {
-                        fts.execute(params![row, a.image, a.command_line, a.path])
-                            .map_err(be(OP))?;
-                    }
                     for k in &a.keys {
                         key.execute(params![k, a.timestamp_ms, row]).map_err(be(OP))?;
                     }
@@ -787,6 +989,15 @@ impl Store for SqliteStore {
                 for (d, s) in max_seq {
                     dev.execute(params![d, s]).map_err(be(OP))?;
                 }
+            }
+            // The search index may lag by `search_lag` alerts; beyond that
+            // this transaction indexes the excess itself, so the lag (and
+            // the tail a search scans) stays bounded whatever the indexer
+            // thread manages.
+            let (w, top) = search_bounds(&tx).map_err(be(OP))?;
+            let excess = top - w - search_lag;
+            if excess > 0 {
+                index_search(&tx, excess).map_err(be(OP))?;
             }
             tx.commit().map_err(be(OP))?;
             Ok(report)
@@ -814,6 +1025,7 @@ impl Store for SqliteStore {
             // One read transaction: the probe and every per-level query see
             // one snapshot.
             let tx = c.transaction().map_err(be(OP))?;
+            let indexed_row = indexed_row(&tx, OP)?;
             let text_plan = match filter.text.as_deref() {
                 Some(t) if query::fts_usable(t) => {
                     let hits: i64 = tx
@@ -831,10 +1043,10 @@ impl Store for SqliteStore {
                     if hits >= query::TEXT_PROBE_LIMIT {
                         query::TextPlan::Scan
                     } else {
-                        query::TextPlan::Index
+                        query::TextPlan::Index { indexed_row }
                     }
                 }
-                _ => query::TextPlan::Index,
+                _ => query::TextPlan::Index { indexed_row },
             };
             let mut pages = Vec::new();
             for l in query::level_plan(&filter) {
@@ -941,9 +1153,17 @@ impl Store for SqliteStore {
     ) -> Result<Vec<CountBucket>, StoreError> {
         const OP: &str = "alert_counts";
         query::check_bucket(bucket_ms)?;
-        let built = query::count_query(Dialect::Sqlite, filter, bucket_ms);
+        let filter = filter.clone();
         self.read(OP, move |c| {
-            let mut s = c.prepare_cached(&built.sql).map_err(be(OP))?;
+            let tx = c.transaction().map_err(be(OP))?;
+            let indexed_row = indexed_row(&tx, OP)?;
+            let built = query::count_query(
+                Dialect::Sqlite,
+                &filter,
+                bucket_ms,
+                query::TextPlan::Index { indexed_row },
+            );
+            let mut s = tx.prepare_cached(&built.sql).map_err(be(OP))?;
             let values = to_values(built.params);
             let rows: Vec<(i64, i64, i64)> = s
                 .query_map(rusqlite::params_from_iter(values.iter()), |r| {

@@ -1438,3 +1438,94 @@ async fn sqlite_common_needles_use_the_scan_plan_correctly() {
         assert!(!got.is_empty());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_search_is_complete_across_the_index_watermark() {
+    // The trigram index trails ingest; searches must not depend on where
+    // its watermark is: part indexed, nothing indexed, everything indexed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("p.db");
+    let s = SqliteStore::open(&path).expect("open");
+    let alerts = seed(&s, 120).await;
+    s.sync_search_index().await.expect("sync");
+    assert_eq!(s.search_lag().await.expect("lag"), 0);
+    let more: Vec<NewAlert> = (120..200).map(alert).collect();
+    s.insert_alerts(&more).await.expect("insert");
+    let all: Vec<NewAlert> = alerts.into_iter().chain(more).collect();
+    let check = |label: &'static str| {
+        let (s, all) = (&s, &all);
+        async move {
+            for t in [
+                "tool3",
+                "FLAG=value_1",
+                "data/FILE-1",
+                "e_1",
+                "ü",
+                "nothing-like-this",
+            ] {
+                let f = AlertFilter {
+                    text: Some(t.into()),
+                    ..Default::default()
+                };
+                let want = model(all, &|_| AlertStatus::New, &f);
+                assert_eq!(all_pages(s, &f, 7).await, want, "{label}: {t}");
+            }
+        }
+    };
+    check("tail after sync").await;
+    // Forget the index entirely: every row is tail until the indexer runs.
+    rusqlite::Connection::open(&path)
+        .expect("raw")
+        .execute_batch(
+            "INSERT INTO alerts_fts (alerts_fts) VALUES ('delete-all'); \
+             UPDATE search_state SET indexed_row = 0;",
+        )
+        .expect("reset");
+    check("nothing indexed").await;
+    s.sync_search_index().await.expect("sync");
+    assert_eq!(s.search_lag().await.expect("lag"), 0);
+    check("all indexed").await;
+    // Retention of the newest rows must not leave their row numbers
+    // counted as indexed (SQLite reuses them).
+    s.apply_retention(i64::MAX, Some(0), None)
+        .await
+        .expect("retention");
+    let again: Vec<NewAlert> = (300..320).map(alert).collect();
+    s.insert_alerts(&again).await.expect("insert");
+    let f = AlertFilter {
+        text: Some("tool2".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        all_pages(&s, &f, 5).await,
+        model(&again, &|_| AlertStatus::New, &f)
+    );
+    s.sync_search_index().await.expect("sync");
+    assert_eq!(
+        all_pages(&s, &f, 5).await,
+        model(&again, &|_| AlertStatus::New, &f)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_inline_indexing_keeps_no_lag() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = SqliteStore::open_with(
+        dir.path().join("p.db"),
+        picket_store::sqlite::SqliteOptions {
+            search_lag_alerts: 0,
+            ..Default::default()
+        },
+    )
+    .expect("open");
+    let alerts = seed(&s, 60).await;
+    assert_eq!(s.search_lag().await.expect("lag"), 0);
+    let f = AlertFilter {
+        text: Some("TOOL4".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        all_pages(&s, &f, 4).await,
+        model(&alerts, &|_| AlertStatus::New, &f)
+    );
+}
