@@ -387,3 +387,50 @@ pub fn picket_programs() -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// A rule that raises one alert per failed SSH login line: with
+/// [`auth_log_only`] and [`append_failed_logins`], a cheap, real stream of
+/// alerts through the whole daemon.
+pub const FAILED_LOGIN_RULE: &str = "title: HIL failed SSH login\n\
+id: 6c0d3b56-1f4e-4f4b-9a57-3c2f6a0c5e01\n\
+status: test\n\
+author: Picket HIL tests\n\
+tags: [attack.credential-access, attack.t1110]\n\
+logsource: {product: linux, service: sshd}\n\
+detection:\n  sel: {Outcome: failure}\n  condition: sel\n\
+level: low\n";
+
+/// Makes picketd a log-only sensor: kernel modules and FIM off, the auth
+/// module following `log`, and (when given) rules from `rules` only.
+pub fn auth_log_only(c: &mut toml::Table, log: &Path, rules: Option<&Path>) {
+    for m in ["process", "file", "network", "syscalls", "fim"] {
+        set(c, &format!("modules.{m}.enabled"), false);
+    }
+    set(
+        c,
+        "modules.auth.log_files",
+        toml::Value::Array(vec![log.to_str().unwrap().into()]),
+    );
+    if let Some(r) = rules {
+        set(
+            c,
+            "detection.rules_dirs",
+            toml::Value::Array(vec![r.to_str().unwrap().into()]),
+        );
+    }
+}
+
+/// Appends one failed SSH login line per user to `log` (flushed at the end).
+pub fn append_failed_logins<U: std::fmt::Display>(log: &Path, users: impl IntoIterator<Item = U>) {
+    use std::io::Write;
+    let f = std::fs::OpenOptions::new().append(true).open(log).unwrap();
+    let mut f = std::io::BufWriter::new(f);
+    for u in users {
+        writeln!(
+            f,
+            "Nov 28 21:00:01 gw sshd[813]: Failed password for invalid user {u} from 198.51.100.2 port 4242 ssh2"
+        )
+        .unwrap();
+    }
+    f.flush().unwrap();
+}

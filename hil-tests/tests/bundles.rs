@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use picket_bundle::ed25519_dalek::SigningKey;
 use picket_bundle::{Bundle, RootMetadata, Settings, SignedRoot, Target};
-use picket_hil_tests::{set, wait_for, Options, Picketd};
+use picket_hil_tests::{append_failed_logins, auth_log_only, set, wait_for, Options, Picketd};
 use picket_proto::topic::{self, Channel};
 use picket_proto::{BundleAnnounce, BundleChunk, BundleState, Frame, Message};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -28,16 +28,6 @@ const RULE: &str = "title: Bundle rule - failed SSH login\n\
 id: 5d1e7c1a-3b0f-4e6a-9c2d-7f4b8a1e2c01\nstatus: test\nauthor: Picket HIL tests\n\
 logsource: {product: linux, service: sshd}\n\
 detection:\n  sel: {Outcome: failure}\n  condition: sel\nlevel: medium\n";
-
-fn failed_login(log: &std::path::Path, user: &str) {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().append(true).open(log).unwrap();
-    writeln!(
-        f,
-        "Nov 29 01:00:00 gw sshd[7]: Failed password for invalid user {user} from 198.51.100.9 port 22 ssh2"
-    )
-    .unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bundle_pushed_over_mqtt_is_activated_acknowledged_and_survives_a_restart() {
@@ -81,14 +71,7 @@ async fn a_bundle_pushed_over_mqtt_is_activated_acknowledged_and_survives_a_rest
         let (pki_dir, s) = (pki_dir.clone(), s.clone());
         Options {
             edit: Box::new(move |c, _| {
-                for m in ["process", "file", "network", "syscalls", "fim"] {
-                    set(c, &format!("modules.{m}.enabled"), false);
-                }
-                set(
-                    c,
-                    "modules.auth.log_files",
-                    toml::Value::Array(vec![s.join("auth.log").to_str().unwrap().into()]),
-                );
+                auth_log_only(c, &s.join("auth.log"), None);
                 set(c, "daemon.data_dir", s.to_str().unwrap());
                 set(
                     c,
@@ -145,7 +128,7 @@ async fn a_bundle_pushed_over_mqtt_is_activated_acknowledged_and_survives_a_rest
         .await
         .unwrap();
     // no rule for failed logins yet
-    failed_login(&log, "before");
+    append_failed_logins(&log, ["before"]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(d.alerts().is_empty(), "{:?}", d.alerts());
 
@@ -208,7 +191,7 @@ async fn a_bundle_pushed_over_mqtt_is_activated_acknowledged_and_survives_a_rest
             BundleState::Active
         ]
     );
-    failed_login(&log, "after");
+    append_failed_logins(&log, ["after"]);
     let alert = d.wait_alert("the bundle's rule fires", |a| {
         a["rule_title"] == "Bundle rule - failed SSH login"
     });
@@ -226,7 +209,7 @@ async fn a_bundle_pushed_over_mqtt_is_activated_acknowledged_and_survives_a_rest
         "{}",
         d.log_text()
     );
-    failed_login(&log, "offline");
+    append_failed_logins(&log, ["offline"]);
     wait_for(
         "the bundle's rule fires offline",
         Duration::from_secs(15),

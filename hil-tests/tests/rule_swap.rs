@@ -7,8 +7,7 @@
     reason = "test code: a failure must stop the test with its cause"
 )]
 
-use picket_hil_tests::{set, wait_for, Options, Picketd};
-use std::io::Write;
+use picket_hil_tests::{append_failed_logins, auth_log_only, wait_for, Options, Picketd};
 use std::time::Duration;
 
 fn rule(title: &str, id: &str) -> String {
@@ -35,19 +34,7 @@ fn a_swap_under_a_stream_loses_and_duplicates_no_event() {
     let (r, l) = (rules.clone(), log.clone());
     let mut d = Picketd::start(Options {
         edit: Box::new(move |c, _| {
-            for m in ["process", "file", "network", "syscalls", "fim"] {
-                set(c, &format!("modules.{m}.enabled"), false);
-            }
-            set(
-                c,
-                "modules.auth.log_files",
-                toml::Value::Array(vec![l.to_str().unwrap().into()]),
-            );
-            set(
-                c,
-                "detection.rules_dirs",
-                toml::Value::Array(vec![r.to_str().unwrap().into()]),
-            );
+            auth_log_only(c, &l, Some(&r));
         }),
         ..Options::default()
     });
@@ -56,20 +43,12 @@ fn a_swap_under_a_stream_loses_and_duplicates_no_event() {
     let writer = {
         let log = log.clone();
         std::thread::spawn(move || {
-            let mut f = std::io::BufWriter::new(
-                std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
-            );
-            for i in 0..LINES {
-                writeln!(
-                    f,
-                    "Nov 28 21:00:01 gw sshd[9]: Failed password for invalid user u{i} from 198.51.100.2 port 22 ssh2"
-                )
-                .unwrap();
-                if i % 1000 == 999 {
-                    f.flush().unwrap();
-                }
+            for chunk in 0..LINES / 1000 {
+                append_failed_logins(
+                    &log,
+                    (chunk * 1000..chunk * 1000 + 1000).map(|i| format!("u{i}")),
+                );
             }
-            f.flush().unwrap();
         })
     };
     // swap in the middle of it: same detection, another title

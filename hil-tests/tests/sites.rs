@@ -16,9 +16,11 @@
 
 use picket_hil_tests::backend::{Backend, BackendOptions};
 use picket_hil_tests::netns::{Lan, NetNs};
-use picket_hil_tests::{require_root, set, wait_for, Options, Picketd};
+use picket_hil_tests::{
+    append_failed_logins, auth_log_only, require_root, set, wait_for, Options, Picketd,
+    FAILED_LOGIN_RULE,
+};
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -40,35 +42,12 @@ impl Site {
     fn start(ns: &NetNs, name: &str, dir: &Path, backend: &Backend, token: &str) -> Site {
         let rules = dir.join("rules");
         std::fs::create_dir_all(&rules).unwrap();
-        std::fs::write(
-            rules.join("ssh_failed.yml"),
-            "title: HIL failed SSH login\n\
-             id: 6c0d3b56-1f4e-4f4b-9a57-3c2f6a0c5e01\n\
-             status: test\n\
-             author: Picket HIL tests\n\
-             tags: [attack.credential-access, attack.t1110]\n\
-             logsource: {product: linux, service: sshd}\n\
-             detection:\n  sel: {Outcome: failure}\n  condition: sel\n\
-             level: low\n",
-        )
-        .unwrap();
+        std::fs::write(rules.join("ssh_failed.yml"), FAILED_LOGIN_RULE).unwrap();
         let auth_log = dir.join("auth.log");
         std::fs::write(&auth_log, "").unwrap();
         let (d, log, broker) = (dir.to_owned(), auth_log.clone(), backend.broker());
         let edit = move |c: &mut toml::Table, _: &Path| {
-            for m in ["process", "file", "network", "syscalls", "fim"] {
-                set(c, &format!("modules.{m}.enabled"), false);
-            }
-            set(
-                c,
-                "modules.auth.log_files",
-                toml::Value::Array(vec![log.to_str().unwrap().into()]),
-            );
-            set(
-                c,
-                "detection.rules_dirs",
-                toml::Value::Array(vec![d.join("rules").to_str().unwrap().into()]),
-            );
+            auth_log_only(c, &log, Some(&d.join("rules")));
             let p = |f: &str| d.join(f).to_str().unwrap().to_owned();
             set(c, "uplink.enabled", true);
             set(c, "uplink.broker", broker.clone());
@@ -125,21 +104,11 @@ impl Site {
 
     /// Appends `n` failed logins (users `{site}-u{k}`) to the site's log.
     fn failed_logins(&mut self, n: u64) {
-        let mut f = std::io::BufWriter::new(
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(&self.auth_log)
-                .unwrap(),
+        let name = &self.name;
+        append_failed_logins(
+            &self.auth_log,
+            (self.written..self.written + n).map(|k| format!("{name}-u{k}")),
         );
-        for k in self.written..self.written + n {
-            writeln!(
-                f,
-                "Nov 28 21:00:01 gw sshd[813]: Failed password for invalid user {}-u{k} from 198.51.100.2 port 4242 ssh2",
-                self.name
-            )
-            .unwrap();
-        }
-        f.flush().unwrap();
         self.written += n;
     }
 

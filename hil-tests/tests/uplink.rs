@@ -12,7 +12,9 @@
 #[path = "../../appliance/uplink/tests/it/common.rs"]
 mod common;
 
-use picket_hil_tests::{set, Options, Picketd};
+use picket_hil_tests::{
+    append_failed_logins, auth_log_only, set, Options, Picketd, FAILED_LOGIN_RULE,
+};
 use std::process::Command;
 use std::time::Duration;
 
@@ -137,18 +139,7 @@ impl Site {
     fn new(dir: &std::path::Path, broker_port: u16, pki_dir: std::path::PathBuf) -> Self {
         let rules = dir.join("rules");
         std::fs::create_dir_all(&rules).unwrap();
-        std::fs::write(
-            rules.join("ssh_failed.yml"),
-            "title: HIL failed SSH login\n\
-             id: 6c0d3b56-1f4e-4f4b-9a57-3c2f6a0c5e01\n\
-             status: test\n\
-             author: Picket HIL tests\n\
-             tags: [attack.credential-access, attack.t1110]\n\
-             logsource: {product: linux, service: sshd}\n\
-             detection:\n  sel: {Outcome: failure}\n  condition: sel\n\
-             level: low\n",
-        )
-        .unwrap();
+        std::fs::write(rules.join("ssh_failed.yml"), FAILED_LOGIN_RULE).unwrap();
         let auth_log = dir.join("auth.log");
         std::fs::write(&auth_log, "").unwrap();
         std::fs::create_dir_all(dir.join("id")).unwrap();
@@ -168,19 +159,7 @@ impl Site {
         let s = self.clone();
         Picketd::start(Options {
             edit: Box::new(move |c, _| {
-                for m in ["process", "file", "network", "syscalls", "fim"] {
-                    set(c, &format!("modules.{m}.enabled"), false);
-                }
-                set(
-                    c,
-                    "modules.auth.log_files",
-                    toml::Value::Array(vec![s.auth_log.to_str().unwrap().into()]),
-                );
-                set(
-                    c,
-                    "detection.rules_dirs",
-                    toml::Value::Array(vec![s.rules.to_str().unwrap().into()]),
-                );
+                auth_log_only(c, &s.auth_log, Some(&s.rules));
                 set(c, "uplink.enabled", true);
                 set(c, "uplink.broker", format!("127.0.0.1:{}", s.broker_port));
                 let p = |f: &str| s.pki_dir.join(f).to_str().unwrap().to_owned();
@@ -201,21 +180,6 @@ impl Site {
             ..Options::default()
         })
     }
-}
-
-/// Appends `n` failed-login lines (users `u{first}`..) to the auth log.
-fn failed_logins(log: &std::path::Path, first: u64, n: u64) {
-    use std::io::Write;
-    let mut f =
-        std::io::BufWriter::new(std::fs::OpenOptions::new().append(true).open(log).unwrap());
-    for i in first..first + n {
-        writeln!(
-            f,
-            "Nov 28 21:00:01 gw sshd[813]: Failed password for invalid user u{i} from 198.51.100.2 port 4242 ssh2"
-        )
-        .unwrap();
-    }
-    f.flush().unwrap();
 }
 
 fn hex(id: &picket_proto::AlertId) -> String {
@@ -243,9 +207,11 @@ async fn picketd_broker_down_then_back_delivers_100k_alerts_in_order_once() {
         .await
         .unwrap();
     let log = site.auth_log.clone();
-    tokio::task::spawn_blocking(move || failed_logins(&log, 0, ALERTS))
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        append_failed_logins(&log, (0..ALERTS).map(|i| format!("u{i}")));
+    })
+    .await
+    .unwrap();
     common::wait_until_async("100,000 alerts spooled", Duration::from_secs(120), || {
         d.metric("picket_spool_depth", "") >= ALERTS as f64
     })
@@ -321,7 +287,10 @@ async fn picketd_killed_during_a_100k_stream_loses_no_accepted_alert() {
     let log = site.auth_log.clone();
     let writer = std::thread::spawn(move || {
         for chunk in 0..ALERTS / 200 {
-            failed_logins(&log, chunk * 200, 200);
+            append_failed_logins(
+                &log,
+                (chunk * 200..chunk * 200 + 200).map(|i| format!("u{i}")),
+            );
             std::thread::sleep(Duration::from_millis(30));
         }
     });
