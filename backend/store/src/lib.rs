@@ -114,6 +114,7 @@
 pub mod model;
 pub mod postgres;
 mod query;
+pub mod rollout;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -288,6 +289,50 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         filter: &AuditFilter,
         limit: u32,
     ) -> Result<Vec<AuditEntry>, StoreError>;
+
+    // ---- rule bundles and rollouts ----
+    /// Keeps a pushed bundle and its bytes.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the version exists.
+    async fn insert_bundle(
+        &self,
+        bundle: &rollout::StoredBundle,
+        bytes: &[u8],
+    ) -> Result<(), StoreError>;
+    /// Every bundle, newest first (without bytes).
+    async fn bundles(&self) -> Result<Vec<rollout::StoredBundle>, StoreError>;
+    /// A bundle's signed bytes.
+    async fn bundle_bytes(&self, version: u64) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Inserts (`id == 0`; returns the new id) or replaces a rollout.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when replacing an unknown id.
+    async fn save_rollout(&self, rollout: &rollout::Rollout) -> Result<i64, StoreError>;
+    /// Every rollout, newest first.
+    async fn rollouts(&self) -> Result<Vec<rollout::Rollout>, StoreError>;
+    /// Sets (or, with `version == 0`, clears) the version announced to
+    /// devices, one transaction.
+    async fn assign_bundles(&self, assignments: &[rollout::Assignment]) -> Result<(), StoreError>;
+    /// Every device's assignment.
+    async fn assignments(&self) -> Result<Vec<rollout::Assignment>, StoreError>;
+    /// Records what devices acknowledged, one transaction.
+    async fn record_bundle_states(
+        &self,
+        states: &[rollout::DeviceBundleState],
+    ) -> Result<(), StoreError>;
+    /// Device states, for one version and/or one device.
+    async fn bundle_states(
+        &self,
+        version: Option<u64>,
+        device: Option<&str>,
+    ) -> Result<Vec<rollout::DeviceBundleState>, StoreError>;
+    /// Sets a device's groups (bundle targets name groups).
+    async fn set_device_groups(&self, device: &str, groups: &[String]) -> Result<(), StoreError>;
+    /// Every device's groups (devices without groups are left out).
+    async fn device_groups(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, Vec<String>>, StoreError>;
 
     // ---- housekeeping ----
     /// Removes alerts (and their notes) older than `max_age_ms` before

@@ -162,6 +162,7 @@ conformance!(
     retention_by_age_and_count,
     stats_and_ping,
     bad_rows_are_errors_not_panics,
+    bundles_rollouts_and_device_states,
 );
 
 // ---------------------------------------------------------------- data
@@ -1528,4 +1529,147 @@ async fn sqlite_inline_indexing_keeps_no_lag() {
         all_pages(&s, &f, 4).await,
         model(&alerts, &|_| AlertStatus::New, &f)
     );
+}
+
+// ---------------------------------------------------------------- bundles
+
+async fn bundles_rollouts_and_device_states(h: &Harness) {
+    use picket_store::rollout::{
+        Assignment, BundleRule, BundleStateKind, DeviceBundleState, Rollout, RolloutSpec,
+        RolloutState, RolloutStatus, StoredBundle,
+    };
+    let s = &*h.store;
+    let bundle = |version: u64| StoredBundle {
+        version,
+        sha256: format!("{version:064x}"),
+        size: 1000 + version,
+        created_unix: 1_700_000_000,
+        expires_unix: 1_800_000_000,
+        targets: json!(["all"]),
+        rules: vec![BundleRule {
+            id: "r1".into(),
+            title: "Rule one".into(),
+            level: "high".into(),
+            path: "rules/r1.yml".into(),
+            techniques: vec!["T1059.004".into()],
+        }],
+        signers: vec!["ab".repeat(32)],
+        uploaded_by: "op".into(),
+        uploaded_ms: 5,
+    };
+    s.insert_bundle(&bundle(3), b"three").await.unwrap();
+    s.insert_bundle(&bundle(7), &[0_u8, 255, 1]).await.unwrap();
+    assert!(matches!(
+        s.insert_bundle(&bundle(7), b"again").await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let listed = s.bundles().await.unwrap();
+    assert_eq!(listed, vec![bundle(7), bundle(3)], "newest first, summary intact");
+    assert_eq!(s.bundle_bytes(7).await.unwrap().unwrap(), vec![0_u8, 255, 1]);
+    assert_eq!(s.bundle_bytes(3).await.unwrap().unwrap(), b"three".to_vec());
+    assert!(s.bundle_bytes(9).await.unwrap().is_none());
+
+    let mut r = Rollout {
+        id: 0,
+        version: 7,
+        state: RolloutState::Running,
+        spec: RolloutSpec {
+            stages: vec![10, 50, 100],
+            ..RolloutSpec::default()
+        },
+        status: RolloutStatus::default(),
+        created_by: "op".into(),
+        created_ms: 10,
+        updated_ms: 10,
+    };
+    let id = s.save_rollout(&r).await.unwrap();
+    assert!(id > 0);
+    r.id = id;
+    r.state = RolloutState::Paused;
+    r.status.stage = 1;
+    r.status.reason = Some("failures 30 % > 10 %".into());
+    assert_eq!(s.save_rollout(&r).await.unwrap(), id);
+    let second = s
+        .save_rollout(&Rollout {
+            id: 0,
+            version: 3,
+            ..r.clone()
+        })
+        .await
+        .unwrap();
+    assert!(second > id);
+    let all = s.rollouts().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1], r, "updated rollout read back whole");
+    assert_eq!(all[0].id, second);
+    let unknown = Rollout {
+        id: 999_999,
+        ..r.clone()
+    };
+    assert!(matches!(
+        s.save_rollout(&unknown).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    let a = |d: &str, v: u64, prev: Option<u64>| Assignment {
+        device_id: d.into(),
+        version: v,
+        rollout_id: id,
+        previous_version: prev,
+        assigned_ms: 20,
+    };
+    s.assign_bundles(&[a("d1", 3, None), a("d2", 3, None)])
+        .await
+        .unwrap();
+    s.assign_bundles(&[a("d1", 7, Some(3)), a("d2", 0, None), a("d3", 7, None)])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.assignments().await.unwrap(),
+        vec![a("d1", 7, Some(3)), a("d3", 7, None)],
+        "upsert, and version 0 clears"
+    );
+
+    let st = |d: &str, v: u64, state: BundleStateKind, err: Option<&str>| DeviceBundleState {
+        device_id: d.into(),
+        version: v,
+        state,
+        chunks_received: 2,
+        error: err.map(str::to_owned),
+        updated_ms: 30,
+    };
+    s.record_bundle_states(&[
+        st("d1", 7, BundleStateKind::Downloading, None),
+        st("d3", 7, BundleStateKind::Failed, Some("rule r1: bad modifier")),
+        st("d1", 3, BundleStateKind::Active, None),
+    ])
+    .await
+    .unwrap();
+    s.record_bundle_states(&[st("d1", 7, BundleStateKind::Active, None)])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.bundle_states(Some(7), None).await.unwrap(),
+        vec![
+            st("d1", 7, BundleStateKind::Active, None),
+            st("d3", 7, BundleStateKind::Failed, Some("rule r1: bad modifier")),
+        ]
+    );
+    assert_eq!(
+        s.bundle_states(None, Some("d1")).await.unwrap(),
+        vec![
+            st("d1", 7, BundleStateKind::Active, None),
+            st("d1", 3, BundleStateKind::Active, None),
+        ]
+    );
+    assert_eq!(s.bundle_states(None, None).await.unwrap().len(), 3);
+
+    s.set_device_groups("d1", &["lab".into(), "eu".into()])
+        .await
+        .unwrap();
+    s.set_device_groups("d2", &["lab".into()]).await.unwrap();
+    s.set_device_groups("d2", &[]).await.unwrap();
+    let g = s.device_groups().await.unwrap();
+    assert_eq!(g.len(), 1);
+    assert_eq!(g["d1"], vec!["lab".to_owned(), "eu".to_owned()]);
 }
