@@ -68,7 +68,19 @@ struct Download {
     announce: BundleAnnounce,
     chunks: Vec<Option<Vec<u8>>>,
     received: u32,
+    /// When the last chunk (or the announcement) arrived.
+    last_progress: std::time::Instant,
 }
+
+impl Download {
+    /// Chunks held from index 0 without a gap: what the backend resends from.
+    fn contiguous(&self) -> u32 {
+        u32::try_from(self.chunks.iter().take_while(|c| c.is_some()).count()).unwrap_or(u32::MAX)
+    }
+}
+
+/// A download without a new chunk for this long asks again.
+pub const STALL_AFTER: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The appliance side of rule bundles; see the module doc.
 #[derive(Debug)]
@@ -205,6 +217,11 @@ impl BundleManager {
             );
             return;
         };
+        if payload.is_empty() {
+            // a cleared retained announcement: nothing is announced (any more)
+            tracing::debug!(?channel, "empty bundle frame (announcement cleared)");
+            return;
+        }
         let device = self.ctx.identity.device_id();
         let frame = match Frame::decode_exact(payload) {
             Ok(f) => f,
@@ -235,11 +252,15 @@ impl BundleManager {
             }
             return;
         }
-        if self
+        if let Some(d) = self
             .download
-            .as_ref()
-            .is_some_and(|d| d.announce.version == a.version)
+            .as_mut()
+            .filter(|d| d.announce.version == a.version)
         {
+            // announced again (a reconnect): ask for what is missing
+            d.last_progress = std::time::Instant::now();
+            let from = d.contiguous();
+            self.ack(a.version, BundleState::Downloading, from, None);
             return;
         }
         let max_chunks = MAX_BUNDLE_BYTES / u64::from(a.chunk_len.max(1)) + 1;
@@ -267,6 +288,7 @@ impl BundleManager {
             announce: a,
             chunks: vec![None; a.chunk_count as usize],
             received: 0,
+            last_progress: std::time::Instant::now(),
         });
         self.ack(a.version, BundleState::Downloading, 0, None);
     }
@@ -286,6 +308,7 @@ impl BundleManager {
         if slot.is_none() {
             *slot = Some(data.to_vec());
             d.received += 1;
+            d.last_progress = std::time::Instant::now();
         }
         if d.received < d.announce.chunk_count {
             return;
@@ -377,7 +400,17 @@ impl BundleManager {
 
     /// Runs until `downlink` closes: every bundle frame the uplink hands over.
     pub async fn run(mut self, mut downlink: tokio::sync::mpsc::Receiver<picket_uplink::Downlink>) {
-        while let Some(d) = downlink.recv().await {
+        let mut check = tokio::time::interval(STALL_AFTER / 4);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let d = tokio::select! {
+                d = downlink.recv() => d,
+                _ = check.tick() => {
+                    self.retry_stalled();
+                    continue;
+                }
+            };
+            let Some(d) = d else { return };
             match d.channel {
                 Channel::BundleAnnounce | Channel::BundleChunks => {
                     // verification and compiling are CPU work: off the runtime's workers
@@ -387,6 +420,21 @@ impl BundleManager {
                 _ => {}
             }
         }
+    }
+
+    /// A download that stalled (chunks lost with a connection) asks the
+    /// backend again for the chunks from the first one missing.
+    fn retry_stalled(&mut self) {
+        let Some(d) = self.download.as_mut() else {
+            return;
+        };
+        if d.last_progress.elapsed() < STALL_AFTER {
+            return;
+        }
+        d.last_progress = std::time::Instant::now();
+        let (version, from) = (d.announce.version, d.contiguous());
+        tracing::info!(version, from, "bundle download stalled; asking again");
+        self.ack(version, BundleState::Downloading, from, None);
     }
 }
 

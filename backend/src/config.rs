@@ -63,6 +63,8 @@ pub struct RawConfig {
     #[serde(default)]
     retention: RawRetention,
     #[serde(default)]
+    bundles: RawBundles,
+    #[serde(default)]
     ingest: RawIngest,
 }
 
@@ -119,6 +121,14 @@ struct RawRetention {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawBundles {
+    root_file: Option<PathBuf>,
+    controller: Option<bool>,
+    tick_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawIngest {
     offline_after_secs: Option<u64>,
     commit_max_alerts: Option<usize>,
@@ -156,6 +166,19 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Ingest tuning.
     pub ingest: IngestConfig,
+    /// Rule bundles and rollouts.
+    pub bundles: BundlesConfig,
+}
+
+/// Rule bundles and rollouts.
+#[derive(Debug, Clone)]
+pub struct BundlesConfig {
+    /// The fleet's root metadata; pushed bundles must verify against it.
+    pub root_file: PathBuf,
+    /// Run the rollout controller in this process.
+    pub controller: bool,
+    /// How often rollouts are evaluated.
+    pub tick: Duration,
 }
 
 /// Logging.
@@ -342,6 +365,11 @@ impl Config {
                 max_connections: 12_000,
                 max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
             }),
+            bundles: BundlesConfig {
+                root_file: data_dir.join("bundle-root.pbroot"),
+                tick: Duration::from_millis(200),
+                ..Self::default().bundles
+            },
             ..Self::default()
         }
     }
@@ -570,6 +598,23 @@ impl RawConfig {
             queue_batches,
             dedup_cache_alerts: i.dedup_cache_alerts.unwrap_or(1_000_000),
         };
+        let b = self.bundles;
+        let tick_ms = b.tick_ms.unwrap_or(1000);
+        if !(10..=60_000).contains(&tick_ms) {
+            return Err(invalid("bundles.tick_ms", "must be 10..=60000"));
+        }
+        let root_file = b
+            .root_file
+            .unwrap_or_else(|| PathBuf::from("bundle-root.pbroot"));
+        let bundles = BundlesConfig {
+            root_file: if root_file.is_absolute() {
+                root_file
+            } else {
+                data_dir.join(root_file)
+            },
+            controller: b.controller.unwrap_or(true),
+            tick: Duration::from_millis(tick_ms),
+        };
         Ok(Config {
             data_dir,
             log,
@@ -578,6 +623,7 @@ impl RawConfig {
             database,
             retention,
             ingest,
+            bundles,
         })
     }
 }

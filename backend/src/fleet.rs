@@ -7,14 +7,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use picket_api::{Fleet, LiveEvent};
+use picket_api::{Fleet, FleetError, LiveEvent};
 use picket_store::model::{AuditEntry, Device, DeviceId};
+use picket_store::rollout::{Rollout, RolloutAction, RolloutProgress, RolloutSpec, StoredBundle};
 use picket_store::Store;
 use tokio::sync::broadcast;
 
 use crate::enroll::{Decision, Enroller};
 use crate::ingest::{now_ms, DeviceRegistry, IngestMetrics};
 use crate::pki::{FleetCa, Revocations};
+use crate::rollout::RolloutEngine;
 use crate::tls_front::TlsFront;
 
 /// The backend's fleet actions.
@@ -28,6 +30,7 @@ pub struct BackendFleet {
     front: Option<TlsFront>,
     live: broadcast::Sender<LiveEvent>,
     enroller: Enroller,
+    rollouts: Option<RolloutEngine>,
 }
 
 impl BackendFleet {
@@ -52,7 +55,30 @@ impl BackendFleet {
             front,
             live,
             enroller,
+            rollouts: None,
         }
+    }
+
+    /// With the rollout controller.
+    #[must_use]
+    pub fn with_rollouts(mut self, rollouts: Option<RolloutEngine>) -> Self {
+        self.rollouts = rollouts;
+        self
+    }
+
+    /// The rollout controller (`None` when `bundles.controller` is off).
+    #[must_use]
+    pub fn rollouts(&self) -> Option<&RolloutEngine> {
+        self.rollouts.as_ref()
+    }
+
+    fn engine(&self) -> Result<&RolloutEngine, FleetError> {
+        self.rollouts.as_ref().ok_or_else(|| {
+            FleetError::Unavailable(
+                "this backend does not run the rollout controller (bundles.controller = false)"
+                    .into(),
+            )
+        })
     }
 
     /// The fleet CA.
@@ -158,10 +184,39 @@ impl Fleet for BackendFleet {
         if let Some(front) = &self.front {
             out.push_str(&front.metrics_text());
         }
+        if let Some(r) = &self.rollouts {
+            out.push_str(&r.metrics_text());
+        }
         out
     }
 
     fn ready(&self) -> bool {
         self.metrics.connected.load(Ordering::Relaxed)
+    }
+
+    async fn push_bundle(&self, bytes: &[u8], actor: &str) -> Result<StoredBundle, FleetError> {
+        self.engine()?.push_bundle(bytes, actor).await
+    }
+
+    async fn start_rollout(
+        &self,
+        version: u64,
+        spec: RolloutSpec,
+        actor: &str,
+    ) -> Result<Rollout, FleetError> {
+        self.engine()?.start_rollout(version, spec, actor).await
+    }
+
+    async fn rollout_action(
+        &self,
+        id: i64,
+        action: RolloutAction,
+        actor: &str,
+    ) -> Result<Rollout, FleetError> {
+        self.engine()?.action(id, action, actor).await
+    }
+
+    async fn rollout_progress(&self, id: i64) -> Result<RolloutProgress, FleetError> {
+        self.engine()?.progress(id).await
     }
 }

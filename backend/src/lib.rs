@@ -42,6 +42,7 @@ pub mod broker;
 pub mod config;
 pub mod fleet;
 pub mod ingest;
+pub mod rollout;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -281,15 +282,37 @@ pub async fn run_with(
         }
     };
 
-    let fleet = Arc::new(BackendFleet::new(
-        store.clone(),
-        ca.clone(),
-        revocations.clone(),
-        registry.clone(),
-        metrics.clone(),
-        front,
-        live.clone(),
-    ));
+    let rollouts = if config.bundles.controller {
+        let (engine, engine_tasks) = rollout::RolloutEngine::open(
+            store.clone(),
+            registry.clone(),
+            ca.command_key().clone(),
+            config.bundles.root_file.clone(),
+        )
+        .await?;
+        tasks.spawn(engine.clone().run(
+            engine_tasks,
+            source.clone(),
+            config.bundles.tick,
+            live.subscribe(),
+            shutdown.clone(),
+        ));
+        Some(engine)
+    } else {
+        None
+    };
+    let fleet = Arc::new(
+        BackendFleet::new(
+            store.clone(),
+            ca.clone(),
+            revocations.clone(),
+            registry.clone(),
+            metrics.clone(),
+            front,
+            live.clone(),
+        )
+        .with_rollouts(rollouts),
+    );
 
     let ingest_ctx = IngestContext {
         store: store.clone(),

@@ -94,6 +94,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use picket_store::model::{Alert, Device, DeviceId};
+use picket_store::rollout::{Rollout, RolloutAction, RolloutProgress, RolloutSpec, StoredBundle};
 use picket_store::Store;
 use serde::Serialize;
 
@@ -108,6 +109,7 @@ mod openapi;
 mod ops;
 mod params;
 mod routes;
+mod rules;
 mod state;
 mod stream;
 
@@ -137,8 +139,41 @@ pub enum LiveEvent {
     },
 }
 
+/// Why a fleet action was refused; each maps to its HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FleetError {
+    /// The request is wrong (400), e.g. a bundle that does not verify.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such bundle or rollout (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// Conflicts with what exists (409), e.g. a version not newer.
+    #[error("{0}")]
+    Conflict(String),
+    /// Not possible in this backend or not now (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something failed inside (500; logged).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<FleetError> for ApiError {
+    fn from(e: FleetError) -> Self {
+        match e {
+            FleetError::BadRequest(m) => Self::BadRequest(m),
+            FleetError::NotFound(m) => Self::NotFound(m),
+            FleetError::Conflict(m) => Self::Conflict(m),
+            FleetError::Unavailable(m) => Self::Unavailable(m),
+            FleetError::Internal(m) => Self::Internal(m),
+        }
+    }
+}
+
 /// Fleet actions the API triggers but the backend binary implements
-/// (the CA and the broker live there).
+/// (the CA, the broker and the rollout controller live there).
 #[async_trait]
 pub trait Fleet: Send + Sync + std::fmt::Debug {
     /// Handles an enrollment: `request` is an EnrollRequest frame
@@ -158,6 +193,49 @@ pub trait Fleet: Send + Sync + std::fmt::Debug {
     fn metrics(&self) -> String;
     /// Whether ingest is connected to its broker (readiness).
     fn ready(&self) -> bool;
+
+    /// Checks a pushed rule bundle (format, signatures against the fleet
+    /// root, version) and keeps it; devices hear of it through a rollout.
+    async fn push_bundle(&self, bytes: &[u8], actor: &str) -> Result<StoredBundle, FleetError> {
+        let _ = (bytes, actor);
+        Err(FleetError::Unavailable(
+            "rule bundles are not available in this backend".into(),
+        ))
+    }
+
+    /// Starts rolling out a stored bundle version.
+    async fn start_rollout(
+        &self,
+        version: u64,
+        spec: RolloutSpec,
+        actor: &str,
+    ) -> Result<Rollout, FleetError> {
+        let _ = (version, spec, actor);
+        Err(FleetError::Unavailable(
+            "rollouts are not available in this backend".into(),
+        ))
+    }
+
+    /// Pauses, resumes, promotes or aborts a rollout.
+    async fn rollout_action(
+        &self,
+        id: i64,
+        action: RolloutAction,
+        actor: &str,
+    ) -> Result<Rollout, FleetError> {
+        let _ = (id, action, actor);
+        Err(FleetError::Unavailable(
+            "rollouts are not available in this backend".into(),
+        ))
+    }
+
+    /// A rollout with its device counts.
+    async fn rollout_progress(&self, id: i64) -> Result<RolloutProgress, FleetError> {
+        let _ = id;
+        Err(FleetError::Unavailable(
+            "rollouts are not available in this backend".into(),
+        ))
+    }
 }
 
 /// API settings.

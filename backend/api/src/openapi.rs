@@ -183,7 +183,7 @@ fn schemas() -> Value {
     let opt_ms = json!({ "type": ["integer", "null"], "format": "int64" });
     let hex = json!({ "type": "string", "pattern": "^[0-9a-f]{32}$" });
     let opt_str = json!({ "type": ["string", "null"] });
-    json!({
+    let mut out = json!({
         "Error": { "type": "object", "required": ["error", "code"], "properties": {
             "error": { "type": "string", "description": "What was wrong, for people" },
             "code": { "type": "string", "description": "Machine code: bad_request, unauthorized, forbidden, csrf, account_disabled, not_found, method_not_allowed, conflict, payload_too_large, unsupported_media_type, upgrade_required, unavailable, internal" } } },
@@ -259,5 +259,76 @@ fn schemas() -> Value {
             "next": { "type": ["integer", "null"], "description": "`before` of the next page" } } },
         "LiveMessage": { "type": "object", "required": ["type"], "description": "A stream message. `alert`: an Alert; `device`: {device, online, change}; `lagged`: {skipped}; `filter`: the acknowledged filter; `error`: {error}. Clients may send {\"type\":\"filter\",\"min_level\":...,\"device\":...}.",
             "properties": { "type": { "type": "string", "enum": ["alert", "device", "lagged", "filter", "error"] } } }
+    });
+    if let (Some(all), Value::Object(more)) =
+        (out.as_object_mut(), bundle_schemas(&ms, &hex, &opt_str))
+    {
+        all.extend(more);
+    }
+    out
+}
+
+/// Rule bundles and rollouts (a second `json!`: one would exceed the macro
+/// recursion limit).
+fn bundle_schemas(ms: &Value, hex: &Value, opt_str: &Value) -> Value {
+    json!({
+        "BundleRule": { "type": "object", "properties": {
+            "id": { "type": "string" }, "title": { "type": "string" }, "level": { "type": "string" },
+            "path": { "type": "string" }, "techniques": { "type": "array", "items": { "type": "string" } } } },
+        "Bundle": { "type": "object", "required": ["version", "sha256", "size"], "properties": {
+            "version": { "type": "integer" }, "sha256": { "type": "string" }, "size": { "type": "integer" },
+            "created_unix": { "type": "integer" }, "expires_unix": { "type": "integer" },
+            "targets": { "description": "Manifest targets: \"all\", {\"group\": …}, {\"device\": …}" },
+            "rules": { "type": "array", "items": schema_ref("BundleRule") },
+            "signers": { "type": "array", "items": { "type": "string" } },
+            "uploaded_by": { "type": "string" }, "uploaded_ms": ms } },
+        "BundleView": { "allOf": [schema_ref("Bundle"), { "type": "object", "properties": {
+            "devices": { "type": "object", "additionalProperties": { "type": "integer" }, "description": "Devices per state" } } }] },
+        "BundleState": { "type": "string", "enum": ["pending", "downloading", "verified", "active", "failed"] },
+        "DeviceBundleState": { "type": "object", "properties": {
+            "device_id": hex, "version": { "type": "integer" }, "state": schema_ref("BundleState"),
+            "chunks_received": { "type": "integer" }, "error": opt_str, "updated_ms": ms } },
+        "BundleDetail": { "allOf": [schema_ref("Bundle"), { "type": "object", "properties": {
+            "states": { "type": "array", "items": schema_ref("DeviceBundleState") } } }] },
+        "RolloutSpec": { "type": "object", "additionalProperties": false, "required": ["stages"], "properties": {
+            "stages": { "type": "array", "items": { "type": "integer", "minimum": 1, "maximum": 100 }, "description": "Cumulative percentages, ascending, ending at 100" },
+            "auto_promote": { "type": "boolean", "default": true },
+            "promote_at_percent": { "type": "integer", "default": 90 },
+            "bake_secs": { "type": "integer", "default": 0 },
+            "max_failure_percent": { "type": "number", "default": 10 },
+            "min_finished": { "type": "integer", "default": 5 },
+            "max_alert_rate_ratio": { "type": ["number", "null"], "default": 5 },
+            "min_alerts": { "type": "integer", "default": 50 },
+            "on_threshold": { "type": "string", "enum": ["pause", "abort"], "default": "pause" } } },
+        "NewRollout": { "type": "object", "required": ["version"], "additionalProperties": false, "properties": {
+            "version": { "type": "integer" }, "spec": schema_ref("RolloutSpec") } },
+        "Rollout": { "type": "object", "properties": {
+            "id": { "type": "integer" }, "version": { "type": "integer" },
+            "state": { "type": "string", "enum": ["running", "paused", "completed", "aborted", "superseded"] },
+            "spec": schema_ref("RolloutSpec"),
+            "status": { "type": "object", "properties": {
+                "stage": { "type": "integer" }, "stage_started_ms": ms, "reason": opt_str,
+                "history": { "type": "array", "items": { "type": "object", "properties": {
+                    "at_ms": ms, "actor": { "type": "string" }, "action": { "type": "string" }, "detail": { "type": "string" } } } } } },
+            "created_by": { "type": "string" }, "created_ms": ms, "updated_ms": ms } },
+        "RolloutProgress": { "type": "object", "properties": {
+            "rollout": schema_ref("Rollout"), "targeted": { "type": "integer" },
+            "stage_sizes": { "type": "array", "items": { "type": "integer" } },
+            "assigned": { "type": "integer" },
+            "states": { "type": "object", "additionalProperties": { "type": "integer" } },
+            "failure_percent": { "type": ["number", "null"] },
+            "alert_rate": { "type": ["object", "null"], "properties": {
+                "activated_alerts": { "type": "integer" }, "activated_per_device_hour": { "type": "number" },
+                "others_per_device_hour": { "type": "number" }, "ratio": { "type": ["number", "null"] } } },
+            "failures": { "type": "array", "items": schema_ref("DeviceBundleState") } } },
+        "Assignment": { "type": "object", "properties": {
+            "device_id": hex, "version": { "type": "integer" }, "rollout_id": { "type": "integer" },
+            "previous_version": { "type": ["integer", "null"] }, "assigned_ms": ms } },
+        "Groups": { "type": "object", "required": ["groups"], "additionalProperties": false, "properties": {
+            "groups": { "type": "array", "maxItems": 32, "items": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$" } } } },
+        "DeviceBundles": { "type": "object", "properties": {
+            "assignment": { "oneOf": [schema_ref("Assignment"), { "type": "null" }] },
+            "states": { "type": "array", "items": schema_ref("DeviceBundleState") },
+            "groups": { "type": "array", "items": { "type": "string" } } } }
     })
 }

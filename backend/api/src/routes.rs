@@ -4,13 +4,13 @@
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{any, get, patch, post, MethodRouter};
+use axum::routing::{any, get, patch, post, put, MethodRouter};
 use axum::Router;
 use picket_store::model::Role;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{admin, alerts, auth, devices, fleet, metrics, openapi, ops, stream};
+use crate::{admin, alerts, auth, devices, fleet, metrics, openapi, ops, rules, stream};
 
 /// Default request body limit (JSON endpoints).
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -238,6 +238,22 @@ pub(crate) static ROUTES: &[Route] = &[
         handler: || post(devices::revoke),
     },
     Route {
+        info: info("GET", "/api/v1/devices/{id}/bundles", VIEWER, "bundles",
+            "A device's rule bundles: the version it is told to run, what it acknowledged for each version, its groups."),
+        query: &[],
+        body: Body::None,
+        ok: (200, Resp::Json("DeviceBundles")),
+        handler: || get(rules::device_bundles),
+    },
+    Route {
+        info: info("PUT", "/api/v1/devices/{id}/groups", OPERATOR, "bundles",
+            "Set a device's groups (rule bundles target groups)."),
+        query: &[],
+        body: Body::Json("Groups"),
+        ok: (200, Resp::Json("Groups")),
+        handler: || put(rules::set_groups),
+    },
+    Route {
         info: info("GET", "/api/v1/alerts", VIEWER, "alerts",
             "Alerts, newest first, filtered, one page at a time."),
         query: ALERT_LIST_PARAMS,
@@ -276,6 +292,69 @@ pub(crate) static ROUTES: &[Route] = &[
         body: Body::Json("NewNote"),
         ok: (201, Resp::Json("Note")),
         handler: || post(alerts::add_note),
+    },
+    Route {
+        info: info("POST", "/api/v1/bundles", OPERATOR, "bundles",
+            "Push a signed rule bundle (at most 16 MiB): checked against the fleet root and kept; a rollout announces it."),
+        query: &[],
+        body: Body::Binary,
+        ok: (201, Resp::Json("Bundle")),
+        handler: || post(rules::push).layer(DefaultBodyLimit::max(rules::BUNDLE_BODY_LIMIT)),
+    },
+    Route {
+        info: info("GET", "/api/v1/bundles", VIEWER, "bundles",
+            "Rule bundles, newest first, with device counts per state."),
+        query: &[],
+        body: Body::None,
+        ok: (200, Resp::JsonArray("BundleView")),
+        handler: || get(rules::list),
+    },
+    Route {
+        info: info("GET", "/api/v1/bundles/{version}", VIEWER, "bundles",
+            "One bundle: manifest, rules, every device's state for it."),
+        query: &[],
+        body: Body::None,
+        ok: (200, Resp::Json("BundleDetail")),
+        handler: || get(rules::get),
+    },
+    Route {
+        info: info("GET", "/api/v1/bundles/{version}/file", OPERATOR, "bundles",
+            "The signed bundle file as pushed."),
+        query: &[],
+        body: Body::None,
+        ok: (200, Resp::Binary),
+        handler: || get(rules::file),
+    },
+    Route {
+        info: info("POST", "/api/v1/rollouts", OPERATOR, "bundles",
+            "Start a staged rollout of a pushed bundle; a newer rollout supersedes an open one."),
+        query: &[],
+        body: Body::Json("NewRollout"),
+        ok: (201, Resp::Json("Rollout")),
+        handler: || post(rules::create_rollout),
+    },
+    Route {
+        info: info("GET", "/api/v1/rollouts", VIEWER, "bundles", "Rollouts, newest first."),
+        query: &[],
+        body: Body::None,
+        ok: (200, Resp::JsonArray("Rollout")),
+        handler: || get(rules::list_rollouts),
+    },
+    Route {
+        info: info("GET", "/api/v1/rollouts/{id}", VIEWER, "bundles",
+            "A rollout with its stage sizes, device states, failure rate and alert-rate check."),
+        query: &[],
+        body: Body::None,
+        ok: (200, Resp::Json("RolloutProgress")),
+        handler: || get(rules::get_rollout),
+    },
+    Route {
+        info: info("POST", "/api/v1/rollouts/{id}/{action}", OPERATOR, "bundles",
+            "pause, resume, promote (assign the next stage now) or abort (devices that have not activated it keep their previous bundle)."),
+        query: &[],
+        body: Body::None,
+        ok: (200, Resp::Json("Rollout")),
+        handler: || post(rules::act),
     },
     Route {
         info: info("POST", "/api/v1/enrollment-tokens", OPERATOR, "enrollment",

@@ -34,7 +34,8 @@ const EXTENSION_LOCK: i64 = 0x7069_636b_6574_0001;
 
 /// Schema migrations; `{trgm}` is replaced by the schema holding `pg_trgm`.
 /// `picket_schema_version` holds the number applied.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE devices (
     id             text PRIMARY KEY,
     hostname       text NOT NULL,

@@ -323,3 +323,79 @@ pub(crate) fn version_from_db(v: i64) -> u64 {
 pub(crate) fn version_to_db(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
+
+/// An operator's action on a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutAction {
+    /// Stop assigning; keep what was assigned.
+    Pause,
+    /// Go on from a pause (the thresholds still apply).
+    Resume,
+    /// Assign the next stage now (also from a pause).
+    Promote,
+    /// Stop for good; devices that have not activated it keep their
+    /// previous bundle.
+    Abort,
+}
+
+impl RolloutAction {
+    /// From the path segment (`pause`, `resume`, `promote`, `abort`).
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pause" => Self::Pause,
+            "resume" => Self::Resume,
+            "promote" => Self::Promote,
+            "abort" => Self::Abort,
+            _ => return None,
+        })
+    }
+
+    /// The lowercase name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+            Self::Promote => "promote",
+            Self::Abort => "abort",
+        }
+    }
+}
+
+/// The alert-rate check of a rollout, as last evaluated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertRateCheck {
+    /// Alerts the devices raised since they activated the bundle.
+    pub activated_alerts: u64,
+    /// Their rate, alerts per device-hour.
+    pub activated_per_device_hour: f64,
+    /// The rate of the targeted devices not running it, same unit, since
+    /// the rollout started (or the backend did).
+    pub others_per_device_hour: f64,
+    /// `activated / others` (`None`: nothing to compare with).
+    pub ratio: Option<f64>,
+}
+
+/// Where a rollout stands, device by device, summed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutProgress {
+    /// The rollout.
+    pub rollout: Rollout,
+    /// Devices the bundle targets (not revoked).
+    pub targeted: u64,
+    /// Devices in each cumulative stage.
+    pub stage_sizes: Vec<u64>,
+    /// Devices told to run it so far.
+    pub assigned: u64,
+    /// Assigned devices by state (`pending`, `downloading`, `verified`,
+    /// `active`, `failed`).
+    pub states: std::collections::BTreeMap<String, u64>,
+    /// Failed as a percentage of finished (active or failed).
+    pub failure_percent: Option<f64>,
+    /// The alert-rate check.
+    pub alert_rate: Option<AlertRateCheck>,
+    /// Failed devices with their errors (at most 100).
+    pub failures: Vec<DeviceBundleState>,
+}

@@ -1533,6 +1533,7 @@ async fn sqlite_inline_indexing_keeps_no_lag() {
 
 // ---------------------------------------------------------------- bundles
 
+#[allow(clippy::unwrap_used, reason = "a failed step panics with its error")]
 async fn bundles_rollouts_and_device_states(h: &Harness) {
     use picket_store::rollout::{
         Assignment, BundleRule, BundleStateKind, DeviceBundleState, Rollout, RolloutSpec,
@@ -1564,8 +1565,15 @@ async fn bundles_rollouts_and_device_states(h: &Harness) {
         Err(StoreError::Conflict { .. })
     ));
     let listed = s.bundles().await.unwrap();
-    assert_eq!(listed, vec![bundle(7), bundle(3)], "newest first, summary intact");
-    assert_eq!(s.bundle_bytes(7).await.unwrap().unwrap(), vec![0_u8, 255, 1]);
+    assert_eq!(
+        listed,
+        vec![bundle(7), bundle(3)],
+        "newest first, summary intact"
+    );
+    assert_eq!(
+        s.bundle_bytes(7).await.unwrap().unwrap(),
+        vec![0_u8, 255, 1]
+    );
     assert_eq!(s.bundle_bytes(3).await.unwrap().unwrap(), b"three".to_vec());
     assert!(s.bundle_bytes(9).await.unwrap().is_none());
 
@@ -1640,7 +1648,12 @@ async fn bundles_rollouts_and_device_states(h: &Harness) {
     };
     s.record_bundle_states(&[
         st("d1", 7, BundleStateKind::Downloading, None),
-        st("d3", 7, BundleStateKind::Failed, Some("rule r1: bad modifier")),
+        st(
+            "d3",
+            7,
+            BundleStateKind::Failed,
+            Some("rule r1: bad modifier"),
+        ),
         st("d1", 3, BundleStateKind::Active, None),
     ])
     .await
@@ -1652,7 +1665,12 @@ async fn bundles_rollouts_and_device_states(h: &Harness) {
         s.bundle_states(Some(7), None).await.unwrap(),
         vec![
             st("d1", 7, BundleStateKind::Active, None),
-            st("d3", 7, BundleStateKind::Failed, Some("rule r1: bad modifier")),
+            st(
+                "d3",
+                7,
+                BundleStateKind::Failed,
+                Some("rule r1: bad modifier")
+            ),
         ]
     );
     assert_eq!(

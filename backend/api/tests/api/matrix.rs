@@ -61,9 +61,109 @@ async fn every_route_checks_its_role() {
     let alert_id = a.id.clone();
     app.store.insert_alerts(&[a]).await.unwrap();
 
+    app.store
+        .insert_bundle(
+            &picket_store::rollout::StoredBundle {
+                version: 1,
+                sha256: "00".repeat(32),
+                size: 4,
+                created_unix: 0,
+                expires_unix: 4_000_000_000,
+                targets: json!(["all"]),
+                rules: Vec::new(),
+                signers: Vec::new(),
+                uploaded_by: "op".into(),
+                uploaded_ms: 0,
+            },
+            b"file",
+        )
+        .await
+        .unwrap();
+
     use Role::{Admin, Analyst, Operator, Viewer};
     let none = |_| B::None;
     let cases = vec![
+        case(
+            "GET",
+            "/api/v1/devices/{id}/bundles",
+            Some(Viewer),
+            format!("/api/v1/devices/{dev}/bundles"),
+            200,
+            none,
+        ),
+        case(
+            "PUT",
+            "/api/v1/devices/{id}/groups",
+            Some(Operator),
+            format!("/api/v1/devices/{dev}/groups"),
+            200,
+            |_| B::Json(json!({"groups": ["lab"]})),
+        ),
+        // the test fleet has no rollout controller: 503 for the allowed
+        case(
+            "POST",
+            "/api/v1/bundles",
+            Some(Operator),
+            "/api/v1/bundles",
+            503,
+            |_| B::Bytes(b"bundle"),
+        ),
+        case(
+            "GET",
+            "/api/v1/bundles",
+            Some(Viewer),
+            "/api/v1/bundles",
+            200,
+            none,
+        ),
+        case(
+            "GET",
+            "/api/v1/bundles/{version}",
+            Some(Viewer),
+            "/api/v1/bundles/1",
+            200,
+            none,
+        ),
+        case(
+            "GET",
+            "/api/v1/bundles/{version}/file",
+            Some(Operator),
+            "/api/v1/bundles/1/file",
+            200,
+            none,
+        ),
+        case(
+            "POST",
+            "/api/v1/rollouts",
+            Some(Operator),
+            "/api/v1/rollouts",
+            503,
+            |_| B::Json(json!({"version": 1})),
+        ),
+        case(
+            "GET",
+            "/api/v1/rollouts",
+            Some(Viewer),
+            "/api/v1/rollouts",
+            200,
+            none,
+        ),
+        case(
+            "GET",
+            "/api/v1/rollouts/{id}",
+            Some(Viewer),
+            "/api/v1/rollouts/1",
+            503,
+            none,
+        ),
+        case(
+            "POST",
+            "/api/v1/rollouts/{id}/{action}",
+            Some(Operator),
+            "/api/v1/rollouts/1/pause",
+            503,
+            none,
+        ),
         case("POST", "/api/v1/setup", None, "/api/v1/setup", 409, |_| {
             B::Json(json!({"name": "root", "password": PASSWORD}))
         }),

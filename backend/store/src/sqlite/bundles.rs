@@ -60,8 +60,11 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         const OP: &str = "insert_bundle";
         let summary = serde_json::to_string(bundle).map_err(json_err(OP))?;
-        let (version, uploaded_ms, bytes) =
-            (version_to_db(bundle.version), bundle.uploaded_ms, bytes.to_vec());
+        let (version, uploaded_ms, bytes) = (
+            version_to_db(bundle.version),
+            bundle.uploaded_ms,
+            bytes.to_vec(),
+        );
         self.write(OP, move |c| {
             match c.execute(
                 "INSERT INTO bundles (version, summary, bytes, uploaded_ms) VALUES (?1, ?2, ?3, ?4)",
@@ -289,23 +292,32 @@ impl SqliteStore {
                 .map_err(be(OP))?;
             let rows: Vec<(String, i64, String, u32, Option<String>, i64)> = s
                 .query_map(params![version, device], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
                 })
                 .and_then(Iterator::collect)
                 .map_err(be(OP))?;
             rows.into_iter()
-                .map(|(device_id, v, state, chunks_received, error, updated_ms)| {
-                    Ok(DeviceBundleState {
-                        device_id,
-                        version: version_from_db(v),
-                        state: BundleStateKind::parse(&state).ok_or_else(|| {
-                            StoreError::Backend(format!("{OP}: unknown state {state:?}"))
-                        })?,
-                        chunks_received,
-                        error,
-                        updated_ms,
-                    })
-                })
+                .map(
+                    |(device_id, v, state, chunks_received, error, updated_ms)| {
+                        Ok(DeviceBundleState {
+                            device_id,
+                            version: version_from_db(v),
+                            state: BundleStateKind::parse(&state).ok_or_else(|| {
+                                StoreError::Backend(format!("{OP}: unknown state {state:?}"))
+                            })?,
+                            chunks_received,
+                            error,
+                            updated_ms,
+                        })
+                    },
+                )
                 .collect()
         })
         .await
