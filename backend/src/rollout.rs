@@ -21,7 +21,8 @@
 //! `ceil(stages[i] % × targeted)` devices (at least one). A device enrolled
 //! during a rollout falls into its place in that order.
 //!
-//! **Announcements are retained**, one per device topic, so a device that
+//! **Announcements are retained**, one per device topic, and published at
+//! QoS 0 (never queued for an offline session), so a device that
 //! reconnects after a week gets exactly one announcement: the newest
 //! version assigned to it. Chunks are only sent when a device asks (its
 //! `Downloading` acknowledgement carries how many leading chunks it has),
@@ -1275,8 +1276,12 @@ impl RolloutEngine {
                     };
                     p
                 };
+                // QoS 0: a broker queues QoS 1 messages for an offline
+                // persistent session, which would hand a returning device
+                // every announcement it missed; a retained QoS 0 message
+                // reaches it once, the newest, when it subscribes again.
                 if client
-                    .publish(t, QoS::AtLeastOnce, true, payload)
+                    .publish(t, QoS::AtMostOnce, true, payload)
                     .await
                     .is_ok()
                 {

@@ -67,6 +67,73 @@ enum Command {
     /// Signed rule bundles (docs/BUNDLES.md).
     #[command(subcommand)]
     Bundle(BundleCommand),
+    /// Staged rollouts of pushed bundles at the backend.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+}
+
+/// Where the backend is (every remote command).
+#[derive(Debug, Args)]
+struct BackendArgs {
+    /// Backend base URL.
+    #[arg(long, env = "PICKET_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// File holding an API token (`picket-backend create-token`).
+    #[arg(long, env = "PICKET_TOKEN_FILE", value_name = "FILE")]
+    token_file: PathBuf,
+    /// CA certificate (PEM) of an https:// backend (default: web PKI roots).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Print the backend's answer as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl BackendArgs {
+    fn remote(&self) -> Result<bundles::Remote, BundleCmdError> {
+        bundles::Remote::new(&self.url, &self.token_file, self.ca_file.clone())
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum RolloutCommand {
+    /// A rollout's stage, device states, failure rate and reason (default:
+    /// the newest rollout).
+    Status {
+        /// Rollout id.
+        id: Option<i64>,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    /// Stop assigning devices; resume or promote to go on.
+    Pause {
+        /// Rollout id.
+        id: i64,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    /// Go on after a pause.
+    Resume {
+        /// Rollout id.
+        id: i64,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    /// Assign the next stage now.
+    Promote {
+        /// Rollout id.
+        id: i64,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    /// Stop for good: devices that have not activated the bundle keep their
+    /// previous one.
+    Abort {
+        /// Rollout id.
+        id: i64,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,6 +275,33 @@ enum BundleCommand {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Push a signed bundle to the backend (which checks it against the
+    /// fleet root) and, unless --no-rollout, start a staged rollout of it.
+    Push {
+        /// The signed bundle file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Cumulative percentages of the targeted devices, ending at 100.
+        #[arg(long, value_delimiter = ',', default_value = "100")]
+        stages: Vec<u8>,
+        /// Wait for `rollout promote` between stages.
+        #[arg(long)]
+        manual: bool,
+        /// Failed devices (percent of finished) that stop the rollout...
+        #[arg(long, default_value_t = 10.0)]
+        max_failure_percent: f64,
+        /// ...once at least this many devices finished.
+        #[arg(long, default_value_t = 5)]
+        min_finished: u32,
+        /// Abort instead of pausing when a threshold is crossed.
+        #[arg(long)]
+        abort_on_threshold: bool,
+        /// Only store the bundle.
+        #[arg(long)]
+        no_rollout: bool,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
     /// Run a device's checks on a bundle; exit 1 with the specific reason
     /// when it would be refused.
@@ -384,6 +478,48 @@ fn run_bundle(command: BundleCommand) -> ExitCode {
                 r.signed_by.join(" ")
             )
         }),
+        BundleCommand::Push {
+            file,
+            stages,
+            manual,
+            max_failure_percent,
+            min_finished,
+            abort_on_threshold,
+            no_rollout,
+            backend,
+        } => {
+            let spec = (!no_rollout).then(|| {
+                serde_json::json!({
+                    "stages": stages,
+                    "auto_promote": !manual,
+                    "max_failure_percent": max_failure_percent,
+                    "min_finished": min_finished,
+                    "on_threshold": if abort_on_threshold { "abort" } else { "pause" },
+                })
+            });
+            remote_finish(
+                &backend,
+                |r| r.push(&file, spec.as_ref()),
+                |v| {
+                    let b = &v["bundle"];
+                    let mut out = format!(
+                        "pushed bundle {} ({} bytes, {} rules, sha256 {})",
+                        b["version"],
+                        b["size"],
+                        b["rules"].as_array().map_or(0, Vec::len),
+                        b["sha256"].as_str().unwrap_or("?")
+                    );
+                    if v.get("rollout").is_some() {
+                        out.push_str(&format!(
+                            "; rollout {} started ({})",
+                            v["rollout"]["id"],
+                            v["rollout"]["state"].as_str().unwrap_or("?")
+                        ));
+                    }
+                    out
+                },
+            )
+        }
         BundleCommand::Verify {
             root,
             root_updates,
@@ -416,6 +552,39 @@ fn run_bundle(command: BundleCommand) -> ExitCode {
             })
         }
     }
+}
+
+fn remote_finish(
+    backend: &BackendArgs,
+    call: impl FnOnce(&bundles::Remote) -> Result<serde_json::Value, BundleCmdError>,
+    text: impl FnOnce(&serde_json::Value) -> String,
+) -> ExitCode {
+    finish(backend.remote().and_then(|r| call(&r)), backend.json, text)
+}
+
+fn run_rollout(command: RolloutCommand) -> ExitCode {
+    let (backend, id, action) = match &command {
+        RolloutCommand::Status { id, backend } => {
+            return remote_finish(backend, |r| r.status(*id), bundles::progress_text)
+        }
+        RolloutCommand::Pause { id, backend } => (backend, *id, "pause"),
+        RolloutCommand::Resume { id, backend } => (backend, *id, "resume"),
+        RolloutCommand::Promote { id, backend } => (backend, *id, "promote"),
+        RolloutCommand::Abort { id, backend } => (backend, *id, "abort"),
+    };
+    remote_finish(
+        backend,
+        |r| r.act(id, action),
+        |v| {
+            format!(
+                "rollout {} of bundle {}: {} (stage {})",
+                v["id"],
+                v["version"],
+                v["state"].as_str().unwrap_or("?"),
+                v["status"]["stage"].as_u64().unwrap_or(0) + 1
+            )
+        },
+    )
 }
 
 fn main() -> ExitCode {
@@ -464,5 +633,6 @@ fn main() -> ExitCode {
         }),
         Command::Root(command) => run_root(command),
         Command::Bundle(command) => run_bundle(command),
+        Command::Rollout(command) => run_rollout(command),
     }
 }

@@ -12,8 +12,12 @@
 //! MQTT 3.1.1 (rumqttc's `v4` client): it is the mature half of rumqttc,
 //! both Mosquitto and rumqttd speak it, and nothing here needs MQTT 5 —
 //! the maximum packet size is enforced on both sides by configuration,
-//! de-duplication is by alert id, and the session is persistent with
-//! `clean_session = false` under the device id as client id.
+//! de-duplication is by alert id, and the session is clean
+//! (`clean_session = true`, the device id as client id): the spool, not the
+//! broker, keeps what is undelivered, and the device subscribes again on
+//! every connection, so a broker never replays to it what it missed while
+//! offline — a rule-bundle announcement is retained, and the device gets
+//! the newest one alone.
 
 pub mod codec;
 pub mod config;
@@ -561,7 +565,7 @@ impl Uplink {
         );
         options
             .set_keep_alive(cfg.keep_alive)
-            .set_clean_session(false)
+            .set_clean_session(true)
             .set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes)
             // Packet ids cycle through 1..inflight; twice the window leaves
             // room for a broker that acks out of order.

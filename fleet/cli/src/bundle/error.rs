@@ -59,6 +59,24 @@ pub enum BundleCmdError {
     /// A bad command-line value (a threshold above the key count, ...).
     #[error("{0}")]
     Usage(String),
+    /// The backend could not be reached or its answer was unreadable.
+    #[error("backend {url}: {message}")]
+    Transport {
+        /// The request URL.
+        url: String,
+        /// What failed.
+        message: String,
+    },
+    /// The backend refused the request; `message` is its error text.
+    #[error("backend refused {what} ({status}): {message}")]
+    Backend {
+        /// What was asked (`POST /api/v1/bundles`).
+        what: String,
+        /// HTTP status.
+        status: u16,
+        /// The backend's `error` message.
+        message: String,
+    },
 }
 
 impl BundleCmdError {

@@ -10,6 +10,8 @@
 //!                                refuse, naming file and rule) ─► seal ─► unsigned .pbundle
 //!  bundle sign --key K… ──► .pbundle + signatures
 //!  bundle verify --root ROOT [--root-update NEW…] ──► the device's checks (TrustStore)
+//!  bundle push FILE [--stages 1,10,100] ──► POST /api/v1/bundles (+ /api/v1/rollouts)
+//!  rollout status|pause|resume|promote|abort ──► /api/v1/rollouts/{id}[/{action}]
 //! ```
 //!
 //! Every function returns a report struct that `main.rs` prints as text or
@@ -18,6 +20,7 @@
 mod build;
 mod error;
 mod ops;
+mod remote;
 
 pub use build::{build, BuildConfig, BuildReport};
 pub use error::BundleCmdError;
@@ -25,6 +28,7 @@ pub use ops::{
     keygen, root_init, root_rotate, root_sign, root_verify, sign_bundle, verify_bundle,
     KeygenReport, RootConfig, RootReport, SignReport, VerifyConfig, VerifyReport,
 };
+pub use remote::{progress_text, Remote};
 
 /// Unix seconds now (0 if the clock is before 1970).
 #[must_use]
