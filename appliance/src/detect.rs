@@ -169,9 +169,12 @@ impl Alert {
 ///
 /// The detection thread takes the current set between two bus batches, so
 /// every event is evaluated by exactly one set: the old or the new, never
-/// neither and never both. Compiling happens before [`RuleSlot::replace`];
-/// the swap itself is a pointer exchange. Correlation windows belong to the
-/// set, so a swap starts them afresh.
+/// neither and never both. Compiling happens before [`RuleSlot::replace`],
+/// and so does building the set's routes ([`prepare_routes`]), on the
+/// thread that swaps; the swap itself is a pointer exchange. Freeing the
+/// old set happens after it, on a thread of its own: the detection thread
+/// only lets go of its reference. Correlation windows belong to the set,
+/// so a swap starts them afresh.
 #[derive(Debug, Clone)]
 pub struct RuleSlot {
     current: std::sync::Arc<std::sync::Mutex<std::sync::Arc<RuleSet>>>,
@@ -182,23 +185,31 @@ impl RuleSlot {
     /// A slot holding `rules` (generation 0).
     #[must_use]
     pub fn new(rules: RuleSet) -> Self {
+        prepare_routes(&rules);
         Self {
             current: std::sync::Arc::new(std::sync::Mutex::new(std::sync::Arc::new(rules))),
             generation: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
     }
 
-    /// Installs `rules`; returns the new generation.
+    /// Builds the routes of `rules` and installs it; returns the new
+    /// generation.
     pub fn replace(&self, rules: RuleSet) -> u64 {
-        let mut c = self
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *c = std::sync::Arc::new(rules);
-        // bumped under the lock: a reader that sees the new number gets the new set
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
-            + 1
+        prepare_routes(&rules);
+        let (old, generation) = {
+            let mut c = self
+                .current
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let old = std::mem::replace(&mut *c, std::sync::Arc::new(rules));
+            // bumped under the lock: a reader that sees the new number gets the new set
+            let g = self
+                .generation
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            (old, g + 1)
+        };
+        retire(old);
+        generation
     }
 
     /// The generation installed last (cheap: one atomic load).
@@ -215,6 +226,32 @@ impl RuleSlot {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         (self.generation(), c.clone())
+    }
+}
+
+/// Builds and caches the route (the rules and the prefilter automata) of
+/// every logsource picketd's events can have, so that the detection thread
+/// does not build each on its first event after a swap: with the SigmaHQ
+/// Linux rules that took it longer than evaluating thousands of events
+/// (`cargo bench -p picket-appliance --bench rule_swap`).
+///
+/// An event has product `linux` and either a category or a service
+/// ([`logsource`]). Its route is one of: a category or service some rule
+/// names, or the one route shared by all names the set does not know.
+pub fn prepare_routes(rules: &RuleSet) {
+    // names no rule can have: they stand for every name the set does not know
+    const UNKNOWN: &str = "\0unknown";
+    let mut categories = std::collections::BTreeSet::from([UNKNOWN]);
+    let mut services = std::collections::BTreeSet::from([UNKNOWN]);
+    for r in rules.rules() {
+        categories.extend(r.logsource.category.as_deref());
+        services.extend(r.logsource.service.as_deref());
+    }
+    for c in categories {
+        rules.route(&[LogSource::new(Some("linux"), Some(c), None)]);
+    }
+    for s in services {
+        rules.route(&[LogSource::new(Some("linux"), None, Some(s))]);
     }
 }
 
@@ -267,6 +304,7 @@ impl Detector {
     /// last, taken before the first event. Pushes the alerts to `out`.
     pub fn evaluate_batch(&mut self, events: &[Event], out: &mut Vec<Alert>) {
         if self.slot.generation() != self.generation {
+            // the old set is freed by the thread that replaced it, not here
             (self.generation, self.rules) = self.slot.current();
             self.evaluated = evaluated_counter(&self.registry, self.generation);
         }
@@ -275,6 +313,34 @@ impl Detector {
         }
         self.evaluated
             .fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Frees a replaced set once the detection thread has let go of it, on a
+/// thread of its own at the lowest priority: freeing the SigmaHQ Linux set
+/// (compiled patterns, prefilter automata) takes longer than evaluating a
+/// batch, and nothing waits for it. The detection thread is not woken for
+/// this; the thread looks at the reference count, more and more rarely
+/// while detection has no events to take the new set with.
+fn retire(old: std::sync::Arc<RuleSet>) {
+    let spawned = std::thread::Builder::new()
+        .name("picket-retire".into())
+        .spawn(move || {
+            // SAFETY: setpriority on this thread's own id.
+            unsafe {
+                let tid = libc::gettid();
+                libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+            }
+            let mut wait = std::time::Duration::from_millis(1);
+            while std::sync::Arc::strong_count(&old) > 1 {
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_secs(1));
+            }
+            drop(old);
+        });
+    if let Err(e) = spawned {
+        // the set is then freed by whoever holds it last
+        tracing::warn!("no thread to free a replaced rule set: {e}");
     }
 }
 
@@ -467,5 +533,22 @@ mod detector_tests {
         let evaluated =
             |g: &str| registry.value("picket_rules_evaluated_total", &[("generation", g)]);
         assert_eq!((evaluated("0"), evaluated("1")), (Some(3), Some(2)));
+    }
+
+    #[test]
+    fn a_replaced_set_is_freed_once_detection_lets_go_of_it() {
+        let slot = RuleSlot::new(set_with_rule("00000000-0000-0000-0000-000000000000"));
+        // what the detection thread holds
+        let (_, old) = slot.current();
+        let weak = std::sync::Arc::downgrade(&old);
+        slot.replace(set_with_rule("00000000-0000-0000-0000-000000000001"));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(weak.strong_count(), 2, "freed while in use");
+        drop(old);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while weak.strong_count() > 0 {
+            assert!(std::time::Instant::now() < deadline, "never freed");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 }
