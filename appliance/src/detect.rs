@@ -10,6 +10,7 @@
 //! execution, ptrace attach, kernel module loads, changes of critical files.
 
 use crate::event::{Event, FieldValue};
+use crate::telemetry::{Counter, Registry};
 use picket_rules::{EngineConfig, LogSource, Match, RuleSet, Value};
 use serde::Serialize;
 use std::borrow::Cow;
@@ -168,9 +169,12 @@ impl Alert {
 ///
 /// The detection thread takes the current set between two bus batches, so
 /// every event is evaluated by exactly one set: the old or the new, never
-/// neither and never both. Compiling happens before [`RuleSlot::replace`];
-/// the swap itself is a pointer exchange. Correlation windows belong to the
-/// set, so a swap starts them afresh.
+/// neither and never both. Compiling happens before [`RuleSlot::replace`],
+/// and so does building the set's routes ([`prepare_routes`]), on the
+/// thread that swaps; the swap itself is a pointer exchange. Freeing the
+/// old set happens after it, on a thread of its own: the detection thread
+/// only lets go of its reference. Correlation windows belong to the set,
+/// so a swap starts them afresh.
 #[derive(Debug, Clone)]
 pub struct RuleSlot {
     current: std::sync::Arc<std::sync::Mutex<std::sync::Arc<RuleSet>>>,
@@ -181,23 +185,31 @@ impl RuleSlot {
     /// A slot holding `rules` (generation 0).
     #[must_use]
     pub fn new(rules: RuleSet) -> Self {
+        prepare_routes(&rules);
         Self {
             current: std::sync::Arc::new(std::sync::Mutex::new(std::sync::Arc::new(rules))),
             generation: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
     }
 
-    /// Installs `rules`; returns the new generation.
+    /// Builds the routes of `rules` and installs it; returns the new
+    /// generation.
     pub fn replace(&self, rules: RuleSet) -> u64 {
-        let mut c = self
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *c = std::sync::Arc::new(rules);
-        // bumped under the lock: a reader that sees the new number gets the new set
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
-            + 1
+        prepare_routes(&rules);
+        let (old, generation) = {
+            let mut c = self
+                .current
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let old = std::mem::replace(&mut *c, std::sync::Arc::new(rules));
+            // bumped under the lock: a reader that sees the new number gets the new set
+            let g = self
+                .generation
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            (old, g + 1)
+        };
+        retire(old);
+        generation
     }
 
     /// The generation installed last (cheap: one atomic load).
@@ -214,6 +226,121 @@ impl RuleSlot {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         (self.generation(), c.clone())
+    }
+}
+
+/// Builds and caches the route (the rules and the prefilter automata) of
+/// every logsource picketd's events can have, so that the detection thread
+/// does not build each on its first event after a swap: with the SigmaHQ
+/// Linux rules that took it longer than evaluating thousands of events
+/// (`cargo bench -p picket-appliance --bench rule_swap`).
+///
+/// An event has product `linux` and either a category or a service
+/// ([`logsource`]). Its route is one of: a category or service some rule
+/// names, or the one route shared by all names the set does not know.
+pub fn prepare_routes(rules: &RuleSet) {
+    // names no rule can have: they stand for every name the set does not know
+    const UNKNOWN: &str = "\0unknown";
+    let mut categories = std::collections::BTreeSet::from([UNKNOWN]);
+    let mut services = std::collections::BTreeSet::from([UNKNOWN]);
+    for r in rules.rules() {
+        categories.extend(r.logsource.category.as_deref());
+        services.extend(r.logsource.service.as_deref());
+    }
+    for c in categories {
+        rules.route(&[LogSource::new(Some("linux"), Some(c), None)]);
+    }
+    for s in services {
+        rules.route(&[LogSource::new(Some("linux"), None, Some(s))]);
+    }
+}
+
+/// The detection stage: evaluates bus batches with the set in a
+/// [`RuleSlot`], taking a new set only between two batches, and counts the
+/// events each rule-set generation evaluated
+/// (`picket_rules_evaluated_total{generation}`), so that a swap can be
+/// checked from outside: the generations' counts add up to the events
+/// delivered, each event counted once.
+#[derive(Debug)]
+pub struct Detector {
+    slot: RuleSlot,
+    registry: Registry,
+    generation: u64,
+    rules: std::sync::Arc<RuleSet>,
+    evaluated: Counter,
+    scratch: Vec<Match>,
+}
+
+fn evaluated_counter(registry: &Registry, generation: u64) -> Counter {
+    registry.counter(
+        "picket_rules_evaluated_total",
+        "events evaluated, by the generation of the rule set that evaluated them (0: the set loaded at start, +1 per swap)",
+        &[("generation", &generation.to_string())],
+    )
+}
+
+impl Detector {
+    /// A detector running the set in `slot`, counting into `registry`.
+    #[must_use]
+    pub fn new(slot: RuleSlot, registry: Registry) -> Self {
+        let (generation, rules) = slot.current();
+        Detector {
+            evaluated: evaluated_counter(&registry, generation),
+            slot,
+            registry,
+            generation,
+            rules,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The generation of the set that evaluated the last batch.
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Evaluates one bus batch, all of it with one set: the set installed
+    /// last, taken before the first event. Pushes the alerts to `out`.
+    pub fn evaluate_batch(&mut self, events: &[Event], out: &mut Vec<Alert>) {
+        if self.slot.generation() != self.generation {
+            // the old set is freed by the thread that replaced it, not here
+            (self.generation, self.rules) = self.slot.current();
+            self.evaluated = evaluated_counter(&self.registry, self.generation);
+        }
+        for ev in events {
+            evaluate(&self.rules, ev, &mut self.scratch, out);
+        }
+        self.evaluated
+            .fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Frees a replaced set once the detection thread has let go of it, on a
+/// thread of its own at the lowest priority: freeing the SigmaHQ Linux set
+/// (compiled patterns, prefilter automata) takes longer than evaluating a
+/// batch, and nothing waits for it. The detection thread is not woken for
+/// this; the thread looks at the reference count, more and more rarely
+/// while detection has no events to take the new set with.
+fn retire(old: std::sync::Arc<RuleSet>) {
+    let spawned = std::thread::Builder::new()
+        .name("picket-retire".into())
+        .spawn(move || {
+            // SAFETY: setpriority on this thread's own id.
+            unsafe {
+                let tid = libc::gettid();
+                libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+            }
+            let mut wait = std::time::Duration::from_millis(1);
+            while std::sync::Arc::strong_count(&old) > 1 {
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_secs(1));
+            }
+            drop(old);
+        });
+    if let Err(e) = spawned {
+        // the set is then freed by whoever holds it last
+        tracing::warn!("no thread to free a replaced rule set: {e}");
     }
 }
 
@@ -355,5 +482,73 @@ mod dedup_tests {
             "{:?}",
             loaded.errors
         );
+    }
+}
+
+#[cfg(test)]
+mod detector_tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    fn login_failure(user: &str) -> Event {
+        crate::auth::parse_line(&format!(
+            "Nov 28 21:00:01 gw sshd[813]: Failed password for invalid user {user} from 198.51.100.2 port 4242 ssh2"
+        ))
+        .unwrap()
+        .to_event()
+    }
+
+    fn set_with_rule(id: &str) -> RuleSet {
+        let rule = format!(
+            "title: failed login\nid: {id}\nlogsource: {{product: linux, service: sshd}}\n\
+             detection:\n  sel: {{Outcome: failure}}\n  condition: sel\n"
+        );
+        let mut errors = Vec::new();
+        let rules = compile_sources(
+            vec![(PathBuf::from("r.yml"), rule)],
+            &Default::default(),
+            &mut errors,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        rules
+    }
+
+    #[test]
+    fn a_swap_takes_effect_at_the_next_batch_and_each_generation_counts_its_events() {
+        let registry = Registry::default();
+        let slot = RuleSlot::new(set_with_rule("00000000-0000-0000-0000-000000000000"));
+        let mut d = Detector::new(slot.clone(), registry.clone());
+        let batch: Vec<Event> = (0..3).map(|i| login_failure(&format!("u{i}"))).collect();
+        let mut alerts = Vec::new();
+        d.evaluate_batch(&batch, &mut alerts);
+        assert_eq!(
+            slot.replace(set_with_rule("00000000-0000-0000-0000-000000000001")),
+            1
+        );
+        assert_eq!(d.generation(), 0, "a swap waits for the next batch");
+        d.evaluate_batch(&batch[..2], &mut alerts);
+        assert_eq!(d.generation(), 1);
+        let ids: Vec<&str> = alerts.iter().map(|a| &a.rule_id[35..]).collect();
+        assert_eq!(ids, ["0", "0", "0", "1", "1"]);
+        let evaluated =
+            |g: &str| registry.value("picket_rules_evaluated_total", &[("generation", g)]);
+        assert_eq!((evaluated("0"), evaluated("1")), (Some(3), Some(2)));
+    }
+
+    #[test]
+    fn a_replaced_set_is_freed_once_detection_lets_go_of_it() {
+        let slot = RuleSlot::new(set_with_rule("00000000-0000-0000-0000-000000000000"));
+        // what the detection thread holds
+        let (_, old) = slot.current();
+        let weak = std::sync::Arc::downgrade(&old);
+        slot.replace(set_with_rule("00000000-0000-0000-0000-000000000001"));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(weak.strong_count(), 2, "freed while in use");
+        drop(old);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while weak.strong_count() > 0 {
+            assert!(std::time::Instant::now() < deadline, "never freed");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 }

@@ -704,41 +704,37 @@ pub async fn run(
             let source_kind = opts.source.clone();
             let spool = spool.clone();
             let spool_refused = spool_refused.clone();
+            let registry = registry.clone();
             Some(
                 std::thread::Builder::new()
                     .name("picket-detect".into())
                     .spawn(move || {
-                        let mut scratch = Vec::new();
                         let mut alerts: Vec<Alert> = Vec::new();
                         let mut w = out
                             .as_mut()
                             .map(|o| std::io::BufWriter::with_capacity(64 * 1024, o));
                         let live = matches!(source_kind, Source::Live);
-                        let (mut generation, mut rules) = slot.current();
+                        let mut detector = detect::Detector::new(slot, registry);
                         while let Some(batch) = rx.blocking_recv() {
-                            // a new set takes over between batches only
-                            if slot.generation() != generation {
-                                (generation, rules) = slot.current();
-                            }
-                            for ev in batch.iter() {
-                                if live {
+                            if live {
+                                for ev in batch.iter() {
                                     latency.record_ns(
                                         crate::decoder::unix_ns().saturating_sub(ev.time_ns),
                                     );
                                 }
-                                detect::evaluate(&rules, ev, &mut scratch, &mut alerts);
-                                for a in alerts.drain(..) {
-                                    alerts_total.fetch_add(1, Ordering::Relaxed);
-                                    if let Some(sp) = &spool {
-                                        if let Err(e) = crate::forward::push(sp, &a) {
-                                            spool_refused.fetch_add(1, Ordering::Relaxed);
-                                            tracing::warn!("alert {} not spooled: {e}", a.alert_id);
-                                        }
+                            }
+                            detector.evaluate_batch(&batch, &mut alerts);
+                            for a in alerts.drain(..) {
+                                alerts_total.fetch_add(1, Ordering::Relaxed);
+                                if let Some(sp) = &spool {
+                                    if let Err(e) = crate::forward::push(sp, &a) {
+                                        spool_refused.fetch_add(1, Ordering::Relaxed);
+                                        tracing::warn!("alert {} not spooled: {e}", a.alert_id);
                                     }
-                                    if let Some(w) = w.as_mut() {
-                                        let _ = serde_json::to_writer(&mut *w, &a);
-                                        let _ = w.write_all(b"\n");
-                                    }
+                                }
+                                if let Some(w) = w.as_mut() {
+                                    let _ = serde_json::to_writer(&mut *w, &a);
+                                    let _ = w.write_all(b"\n");
                                 }
                             }
                             if rx.is_empty() {

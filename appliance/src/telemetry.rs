@@ -14,6 +14,7 @@
 //! | `picket_bus_dropped_total` | `subscriber` | events a drop-policy subscriber lost |
 //! | `picket_bus_depth` | `subscriber` | events waiting |
 //! | `picket_alerts_emitted_total` | | alerts written |
+//! | `picket_rules_evaluated_total` | `generation` | events evaluated by each rule set (0: loaded at start; +1 per SIGHUP or bundle swap) |
 //! | `picket_module_up` | `module` | 1 when running |
 //! | `picket_process_resident_memory_bytes` | | RSS of picketd |
 
