@@ -386,6 +386,38 @@ fn bundles_pushed_with_picketctl_reach_a_real_picketd_through_the_backend() {
         Duration::from_secs(30),
         || (alerts_titled("bundle five") == 1).then_some(()),
     );
+    // 4. roll back to bundle 1's rules: re-sealed as version 6
+    let id = fleet.status()["rollout"]["id"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    let out = ok(&[
+        "rollout",
+        "rollback",
+        &id,
+        "--to",
+        "1",
+        "--key",
+        &fleet.p("bundle.key"),
+        "--url",
+        &fleet.url,
+        "--token-file",
+        fleet.token.to_str().unwrap(),
+        "--json",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["bundle"]["version"], 6, "{v}");
+    assert_eq!(v["content_of"], 1);
+    wait_for("bundle 6 active", Duration::from_secs(60), || {
+        let s = fleet.status();
+        (s["rollout"]["version"] == 6 && s["states"]["active"] == 1).then_some(())
+    });
+    append_failed_logins(&log, ["dave"]);
+    wait_for(
+        "bundle one's rule detects again",
+        Duration::from_secs(30),
+        || (alerts_titled("bundle one") == 3).then_some(()),
+    );
     println!(
         "push → active on one real picketd: {} ms; restart → bundle 5 active: {} ms",
         push_to_active.as_millis(),

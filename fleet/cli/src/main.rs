@@ -134,6 +134,25 @@ enum RolloutCommand {
         #[command(flatten)]
         backend: BackendArgs,
     },
+    /// Undo a rollout on every device: abort it if open, then push the
+    /// rules of an earlier bundle again as a new version (devices refuse
+    /// older versions) and roll that out to all targeted devices at once.
+    Rollback {
+        /// Rollout id.
+        id: i64,
+        /// The bundle version whose rules to restore (default: the newest
+        /// older than the rollout's).
+        #[arg(long, value_name = "V")]
+        to: Option<u64>,
+        /// Bundle secret key; repeat to reach the threshold.
+        #[arg(long = "key", value_name = "KEY", required = true)]
+        keys: Vec<PathBuf>,
+        /// Days until the new bundle expires.
+        #[arg(long, value_name = "DAYS", default_value_t = 30)]
+        expires_days: u64,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -571,6 +590,31 @@ fn run_rollout(command: RolloutCommand) -> ExitCode {
         RolloutCommand::Resume { id, backend } => (backend, *id, "resume"),
         RolloutCommand::Promote { id, backend } => (backend, *id, "promote"),
         RolloutCommand::Abort { id, backend } => (backend, *id, "abort"),
+        RolloutCommand::Rollback {
+            id,
+            to,
+            keys,
+            expires_days,
+            backend,
+        } => {
+            return remote_finish(
+                backend,
+                |r| {
+                    let keys = bundles::read_secret_keys(keys)?;
+                    r.rollback(*id, *to, &keys, bundles::days(*expires_days))
+                },
+                |v| {
+                    format!(
+                        "rolled back bundle {}: the rules of bundle {} are bundle {} now, \
+                         rollout {} to every device",
+                        v["rolled_back"],
+                        v["content_of"],
+                        v["bundle"]["version"],
+                        v["rollout"]["id"]
+                    )
+                },
+            )
+        }
     };
     remote_finish(
         backend,

@@ -12,6 +12,7 @@
 //!  bundle verify --root ROOT [--root-update NEW…] ──► the device's checks (TrustStore)
 //!  bundle push FILE [--stages 1,10,100] ──► POST /api/v1/bundles (+ /api/v1/rollouts)
 //!  rollout status|pause|resume|promote|abort ──► /api/v1/rollouts/{id}[/{action}]
+//!  rollout rollback ID --key K ──► old bundle's rules re-sealed as a new version, pushed, 100 %
 //! ```
 //!
 //! Every function returns a report struct that `main.rs` prints as text or
@@ -25,8 +26,8 @@ mod remote;
 pub use build::{build, BuildConfig, BuildReport};
 pub use error::BundleCmdError;
 pub use ops::{
-    keygen, root_init, root_rotate, root_sign, root_verify, sign_bundle, verify_bundle,
-    KeygenReport, RootConfig, RootReport, SignReport, VerifyConfig, VerifyReport,
+    keygen, read_secret_keys, root_init, root_rotate, root_sign, root_verify, sign_bundle,
+    verify_bundle, KeygenReport, RootConfig, RootReport, SignReport, VerifyConfig, VerifyReport,
 };
 pub use remote::{progress_text, Remote};
 

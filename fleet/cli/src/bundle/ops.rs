@@ -114,6 +114,14 @@ fn read_bundle(path: &Path) -> Result<SignedBundle, BundleCmdError> {
     SignedBundle::decode(&read(path)?).map_err(format_err(path))
 }
 
+/// Reads secret key files (`picketctl keygen`).
+///
+/// # Errors
+/// A file that cannot be read or is not a key.
+pub fn read_secret_keys(paths: &[PathBuf]) -> Result<Vec<SigningKey>, BundleCmdError> {
+    secret_keys(paths)
+}
+
 fn secret_keys(paths: &[PathBuf]) -> Result<Vec<SigningKey>, BundleCmdError> {
     paths
         .iter()

@@ -24,6 +24,12 @@ pub struct Remote {
     pub ca_file: Option<PathBuf>,
 }
 
+/// A 2xx answer.
+enum Answer {
+    Json(Value),
+    Bytes(Vec<u8>),
+}
+
 /// Largest answer read.
 const MAX_ANSWER: u64 = 64 * 1024 * 1024;
 
@@ -90,12 +96,13 @@ impl Remote {
         Ok(config.build().into())
     }
 
-    fn call(
+    fn request(
         &self,
         method: &str,
         path: &str,
         body: Option<(&str, Vec<u8>)>,
-    ) -> Result<Value, BundleCmdError> {
+        binary: bool,
+    ) -> Result<Answer, BundleCmdError> {
         let url = format!("{}{path}", self.url);
         let what = format!("{method} {path}");
         let agent = self.agent()?;
@@ -123,12 +130,16 @@ impl Remote {
                 .map_err(transport)?,
         };
         let status = resp.status().as_u16();
-        let text = resp
+        let bytes = resp
             .body_mut()
             .with_config()
             .limit(MAX_ANSWER)
-            .read_to_string()
+            .read_to_vec()
             .map_err(transport)?;
+        if (200..300).contains(&status) && binary {
+            return Ok(Answer::Bytes(bytes));
+        }
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if !(200..300).contains(&status) {
             let message = value
@@ -141,7 +152,19 @@ impl Remote {
                 message,
             });
         }
-        Ok(value)
+        Ok(Answer::Json(value))
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<Value, BundleCmdError> {
+        match self.request(method, path, body, false)? {
+            Answer::Json(v) => Ok(v),
+            Answer::Bytes(_) => Err(BundleCmdError::Usage("unexpected binary answer".into())),
+        }
     }
 
     /// `POST /api/v1/bundles` with the file's bytes; then, with `rollout`,
@@ -188,6 +211,95 @@ impl Remote {
                 .ok_or_else(|| BundleCmdError::Usage("the backend has no rollouts".into()))?,
         };
         self.call("GET", &format!("/api/v1/rollouts/{id}"), None)
+    }
+
+    /// Rolls a rollout back: devices refuse older versions (rollback
+    /// protection), so the rules and settings of bundle `to` (default: the
+    /// newest bundle older than the rollout's) are sealed again as a new
+    /// version above every pushed one, signed with `keys`, pushed, and
+    /// rolled out to every targeted device at once; the rollout is aborted
+    /// first if it is still open.
+    ///
+    /// # Errors
+    /// No earlier bundle, a bundle file that does not decode, or the
+    /// backend refuses.
+    pub fn rollback(
+        &self,
+        id: i64,
+        to: Option<u64>,
+        keys: &[picket_bundle::ed25519_dalek::SigningKey],
+        valid_secs: u64,
+    ) -> Result<Value, BundleCmdError> {
+        let progress = self.status(Some(id))?;
+        let rolled = progress["rollout"]["version"].as_u64().unwrap_or(0);
+        let bundles = self.call("GET", "/api/v1/bundles", None)?;
+        let versions: Vec<u64> = bundles
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| b["version"].as_u64())
+            .collect();
+        let newest = versions.iter().copied().max().unwrap_or(0);
+        let to = match to {
+            Some(v) => v,
+            None => versions
+                .iter()
+                .copied()
+                .filter(|v| *v < rolled)
+                .max()
+                .ok_or_else(|| {
+                    BundleCmdError::Usage(format!("no bundle older than {rolled} to roll back to"))
+                })?,
+        };
+        let path = format!("/api/v1/bundles/{to}/file");
+        let Answer::Bytes(old) = self.request("GET", &path, None, true)? else {
+            return Err(BundleCmdError::Usage(format!("{path}: not a bundle file")));
+        };
+        let here = PathBuf::from(format!("bundle {to}"));
+        let format = |source| BundleCmdError::Format {
+            path: here.clone(),
+            source,
+        };
+        let signed = picket_bundle::SignedBundle::decode(&old).map_err(format)?;
+        let manifest = signed.unverified_manifest().map_err(format)?;
+        let (settings, files) =
+            picket_bundle::decode_payload(&signed.payload_bytes).map_err(format)?;
+        let now = super::now_unix();
+        let version = newest + 1;
+        let mut sealed = picket_bundle::Bundle::new(
+            version,
+            now,
+            now.saturating_add(valid_secs),
+            manifest.targets,
+            files,
+            settings,
+        )
+        .seal()
+        .map_err(format)?;
+        for k in keys {
+            sealed.sign(k);
+        }
+        let state = progress["rollout"]["state"].as_str().unwrap_or("");
+        if state == "running" || state == "paused" {
+            self.act(id, "abort")?;
+        }
+        let bundle = self.call(
+            "POST",
+            "/api/v1/bundles",
+            Some(("application/octet-stream", sealed.encode())),
+        )?;
+        let body = serde_json::json!({ "version": version, "spec": { "stages": [100] } });
+        let rollout = self.call(
+            "POST",
+            "/api/v1/rollouts",
+            Some(("application/json", body.to_string().into_bytes())),
+        )?;
+        Ok(serde_json::json!({
+            "rolled_back": rolled,
+            "content_of": to,
+            "bundle": bundle,
+            "rollout": rollout,
+        }))
     }
 
     /// `pause`, `resume`, `promote` or `abort`.
