@@ -34,7 +34,8 @@
 //! **Schema** (same tables and columns in both; see `README.md`):
 //! `alerts` (one row per alert; `row` is an ascending integer key, the tie
 //! break of the list order; the whole event is kept as JSON in `event`),
-//! `alert_techniques` (technique key, `timestamp_ms`, `row`), `notes`,
+//! `alert_techniques` (technique key, `timestamp_ms`, `row`),
+//! `alert_rollup` (alert counts per minute and hour, see below), `notes`,
 //! `devices` (the last heartbeat as JSON), `users`, `sessions` (token
 //! hashes only), `enrollment_tokens` (hashes only), `audit_log`. SQLite adds
 //! `alerts_fts`, a contentless FTS5 table with the `trigram` tokenizer over
@@ -60,6 +61,19 @@
 //! the choice to its
 //! planner. SQLite gets fixed planner statistics (written by migration 2)
 //! so its plans do not depend on when `ANALYZE` last ran.
+//!
+//! **Alert counts.** `alert_rollup` holds the number of alerts per
+//! minute and per hour, level, status and source. The transaction that
+//! inserts, deletes (retention) or re-triages alerts updates it: the
+//! changes are added up in Rust first, then one upsert per key (in key
+//! order, so concurrent Postgres writers cannot deadlock on it); rows that
+//! reach zero are deleted. [`Store::alert_counts`] answers from it when the
+//! filter is only a time range, minimum level, status and/or source and
+//! the bucket is a whole number of minutes: whole hours from the hourly
+//! rows, whole minutes at the range's ends from the per-minute rows, and
+//! the sub-minute ends by a scan, all in one read snapshot. Other filters
+//! (device, rule, technique, text) scan the range through their index.
+//! The migration that adds the table fills it from the stored alerts.
 //!
 //! **Migrations** run at open/connect. SQLite counts them in
 //! `PRAGMA user_version`; Postgres in the `picket_schema_version` table,
@@ -100,14 +114,15 @@
 //!
 //! **Retention** deletes by event time (`timestamp_ms`) and then the
 //! oldest beyond a count, in transactions of 10,000 alerts so ingest keeps
-//! flowing, with their notes, technique keys and search entries; it also
-//! drops expired sessions.
+//! flowing, with their notes, technique keys, search entries and counts;
+//! it also drops expired sessions.
 //!
 //! **Ingest.** One transaction per [`Store::insert_alerts`] call with
 //! cached statements (SQLite: the alert row, its technique keys, the
-//! device's sequence number; the text index follows behind, see above) or
-//! one `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING RETURNING`
-//! per batch (Postgres). Larger batches amortize the commit: the ingest
+//! device's sequence number, the count rollup; the text index follows
+//! behind, see above) or one `INSERT … SELECT FROM unnest(…) ON CONFLICT
+//! DO NOTHING RETURNING` per batch (Postgres), then the technique keys,
+//! sequence numbers and rollup as one statement each. Larger batches amortize the commit: the ingest
 //! passes what it has queued (up to `commit_max_alerts`) in one call. See
 //! `README.md` for measured rates.
 
@@ -214,7 +229,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn add_note(&self, id: &AlertId, note: &Note) -> Result<(), StoreError>;
     /// An alert's notes, oldest first.
     async fn notes(&self, id: &AlertId) -> Result<Vec<Note>, StoreError>;
-    /// Counts of alerts matching `filter` per `bucket_ms` and level.
+    /// Counts of alerts matching `filter` per `bucket_ms` and level,
+    /// by bucket start then level, without empty buckets. Read from the
+    /// count rollup when `filter` is only a time range, minimum level,
+    /// status and/or source and `bucket_ms` is a whole number of minutes
+    /// (see the crate docs); otherwise a scan of the range.
     async fn alert_counts(
         &self,
         filter: &AlertFilter,

@@ -154,6 +154,7 @@ conformance!(
     text_search_is_case_insensitive_substring,
     workflow_and_notes,
     alert_counts_by_bucket_and_level,
+    alert_count_rollup_equals_scan,
     users,
     sessions_expire,
     tokens_refusals,
@@ -868,6 +869,184 @@ async fn alert_counts_by_bucket_and_level(h: &Harness) {
         s.alert_counts(&AlertFilter::default(), 0).await,
         Err(StoreError::Backend(m)) if m.contains("alert_counts")
     ));
+}
+
+/// `alert_counts(f, bucket)` by a scan: 1 s buckets are never answered
+/// from the rollup (not a whole number of minutes), folded into `bucket`.
+async fn counts_by_scan(s: &dyn Store, f: &AlertFilter, bucket: i64) -> Vec<(i64, Level, u64)> {
+    let mut sums = std::collections::BTreeMap::new();
+    for c in s.alert_counts(f, 1_000).await.expect("scan counts") {
+        *sums
+            .entry((c.start_ms.div_euclid(bucket) * bucket, c.level))
+            .or_insert(0) += c.count;
+    }
+    sums.into_iter().map(|((b, l), n)| (b, l, n)).collect()
+}
+
+/// Every filter and range the rollup answers gives the scan's answer.
+async fn assert_rollup_matches_scan(s: &dyn Store, phase: &str) {
+    const H: i64 = 3_600_000;
+    const M: i64 = 60_000;
+    let t = COUNT_T0;
+    let sinces = [
+        None,
+        Some(t + H),
+        Some(t + H + 1),
+        Some(t + H + M),
+        Some(t + 2 * H - 1),
+        Some(-H - 1),
+    ];
+    let untils = [
+        None,
+        Some(t + 3 * H),
+        Some(t + 3 * H + 1),
+        Some(t + 4 * H - M - 1),
+        Some(t + 5 * H + M + 5),
+        Some(0),
+    ];
+    let filters = [
+        AlertFilter::default(),
+        AlertFilter {
+            min_level: Some(Level::High),
+            ..Default::default()
+        },
+        AlertFilter {
+            status: Some(AlertStatus::New),
+            ..Default::default()
+        },
+        AlertFilter {
+            status: Some(AlertStatus::Acknowledged),
+            ..Default::default()
+        },
+        AlertFilter {
+            source: Some(AlertSource::Windows),
+            ..Default::default()
+        },
+        AlertFilter {
+            min_level: Some(Level::Medium),
+            status: Some(AlertStatus::New),
+            source: Some(AlertSource::Appliance),
+            ..Default::default()
+        },
+    ];
+    let buckets = [M, 5 * M, H, 6 * H, 31 * 86_400_000];
+    for since_ms in sinces {
+        for until_ms in untils {
+            for base in &filters {
+                let f = AlertFilter {
+                    since_ms,
+                    until_ms,
+                    ..base.clone()
+                };
+                for bucket in buckets {
+                    let got: Vec<(i64, Level, u64)> = s
+                        .alert_counts(&f, bucket)
+                        .await
+                        .expect("counts")
+                        .iter()
+                        .map(|c| (c.start_ms, c.level, c.count))
+                        .collect();
+                    assert_eq!(
+                        got,
+                        counts_by_scan(s, &f, bucket).await,
+                        "{phase}: {f:?} per {bucket} ms"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// An hour boundary.
+const COUNT_T0: i64 = 1_699_999_200_000;
+
+async fn alert_count_rollup_equals_scan(h: &Harness) {
+    const H: i64 = 3_600_000;
+    let s = &*h.store;
+    // Alerts every ~97 s over 8 hours, and some on and next to hour and
+    // minute edges, and before 1970.
+    let mut stamps: Vec<i64> = (0..300).map(|i| COUNT_T0 + i * 97_003).collect();
+    for k in 0..5 {
+        for d in [-1, 0, 1, 59_999, 60_000] {
+            stamps.push(COUNT_T0 + k * H + d);
+        }
+    }
+    stamps.extend([-1, 0, -H, -H - 1]);
+    let alerts: Vec<NewAlert> = stamps
+        .iter()
+        .enumerate()
+        .map(|(n, ts)| NewAlert {
+            timestamp_ms: *ts,
+            ..alert(u64::try_from(n).expect("n"))
+        })
+        .collect();
+    for chunk in alerts.chunks(37) {
+        s.insert_alerts(chunk).await.expect("insert");
+    }
+    // Redeliveries are not counted twice.
+    let again = s.insert_alerts(&alerts[..50]).await.expect("insert");
+    assert_eq!((again.inserted, again.duplicates), (0, 50));
+    assert_rollup_matches_scan(s, "after insert").await;
+    let total: u64 = s
+        .alert_counts(&AlertFilter::default(), H)
+        .await
+        .expect("counts")
+        .iter()
+        .map(|c| c.count)
+        .sum();
+    assert_eq!(total, alerts.len() as u64);
+
+    // Triage moves alerts between statuses; an assignee alone or the same
+    // status again changes no count.
+    for (n, a) in alerts.iter().enumerate() {
+        let status = match n % 7 {
+            0 | 3 => Some(AlertStatus::Acknowledged),
+            5 => Some(AlertStatus::Resolved),
+            6 => Some(AlertStatus::New),
+            _ => None,
+        };
+        let u = AlertUpdate {
+            status,
+            assignee: Some(Some("ann".into())),
+        };
+        s.update_alert(&a.id, &u, 1).await.expect("update");
+    }
+    for a in alerts.iter().step_by(3) {
+        let u = AlertUpdate {
+            status: Some(AlertStatus::Resolved),
+            assignee: None,
+        };
+        s.update_alert(&a.id, &u, 2).await.expect("update");
+    }
+    assert_rollup_matches_scan(s, "after triage").await;
+
+    // Retention by age (a cut inside a minute), then by count.
+    let r = s
+        .apply_retention(COUNT_T0 + 2 * H + 30_001, Some(0), None)
+        .await
+        .expect("retention");
+    assert!(r.expired > 0);
+    assert_rollup_matches_scan(s, "after retention by age").await;
+    let left = s.stats().await.expect("stats").alerts;
+    let r = s
+        .apply_retention(0, None, Some(left - 40))
+        .await
+        .expect("retention");
+    assert_eq!(r.trimmed, 40);
+    assert_rollup_matches_scan(s, "after retention by count").await;
+    // Deleted alerts delivered again are counted again.
+    let back = s.insert_alerts(&alerts[..60]).await.expect("insert");
+    assert!(back.inserted > 0);
+    assert_rollup_matches_scan(s, "after redelivery").await;
+    // Everything gone: no buckets at all.
+    s.apply_retention(i64::MAX, Some(0), None)
+        .await
+        .expect("retention");
+    assert!(s
+        .alert_counts(&AlertFilter::default(), H)
+        .await
+        .expect("counts")
+        .is_empty());
 }
 
 async fn users(h: &Harness) {
