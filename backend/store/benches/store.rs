@@ -1172,7 +1172,12 @@ async fn main() -> anyhow::Result<()> {
     println!("SQLite at {}", path.display());
     let raw = sqlite_raw_insert(tmp.path(), n.min(200_000))?;
     println!("  baseline: raw insert, no secondary indexes, no FTS: {raw:.0} alerts/s");
+    let opening = Instant::now();
     let concrete = SqliteStore::open(&path).context("open sqlite")?;
+    println!(
+        "  opened in {:.1}s (migrations included)",
+        opening.elapsed().as_secs_f64()
+    );
     let sqlite: Arc<dyn Store> = Arc::new(concrete.clone());
     let t = Instant::now();
     ensure_filled(&sqlite, n, 1).await?;
@@ -1199,8 +1204,13 @@ async fn main() -> anyhow::Result<()> {
         let pn = env_u64("PICKET_BENCH_PG_ALERTS", n);
         let writers = usize::try_from(env_u64("PICKET_BENCH_PG_WRITERS", 2)).unwrap_or(2);
         println!("\nPostgres (schema picket_bench)");
+        let opening = Instant::now();
         let pg: Arc<dyn Store> =
             Arc::new(PgStore::connect_with_schema(&url, "picket_bench").await?);
+        println!(
+            "  connected in {:.1}s (migrations included)",
+            opening.elapsed().as_secs_f64()
+        );
         ensure_filled(&pg, pn, writers).await?;
         let stats = pg.stats().await?;
         println!(
