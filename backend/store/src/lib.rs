@@ -134,8 +134,8 @@ pub mod sqlite;
 use async_trait::async_trait;
 use model::{
     Alert, AlertFilter, AlertId, AlertPage, AlertUpdate, AuditEntry, AuditFilter, CountBucket,
-    Cursor, Device, DeviceId, EnrollmentToken, HeartbeatInfo, NewAlert, NewDevice, Note,
-    RetentionReport, Role, Session, StoreStats, TokenRefusal, User,
+    Cursor, Device, DeviceId, EnrollmentToken, HeartbeatInfo, HeartbeatOutcome, NewAlert,
+    NewDevice, Note, RetentionReport, Role, Session, StoreStats, TokenRefusal, User,
 };
 
 /// The stored form of a secret token (session or enrollment): SHA-256, hex.
@@ -199,8 +199,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn devices(&self) -> Result<Vec<Device>, StoreError>;
     /// Marks a device revoked at `at_ms` (idempotent: keeps the first time).
     async fn revoke_device(&self, id: &str, at_ms: i64) -> Result<Device, StoreError>;
-    /// Stores a heartbeat and sets `last_seen_ms`.
-    async fn record_heartbeat(&self, id: &str, hb: HeartbeatInfo) -> Result<(), StoreError>;
+    /// Stores a heartbeat and sets `last_seen_ms`, if it is newer than
+    /// the device's last recorded heartbeat
+    /// ([`HeartbeatInfo::is_newer_than`](model::HeartbeatInfo::is_newer_than));
+    /// otherwise changes nothing and says so. The check and the write are
+    /// one transaction, so backends sharing a database agree.
+    async fn record_heartbeat(
+        &self,
+        id: &str,
+        hb: HeartbeatInfo,
+    ) -> Result<HeartbeatOutcome, StoreError>;
     /// Sets `last_seen_ms` (an alert batch arrived).
     async fn touch_device(&self, id: &str, at_ms: i64) -> Result<(), StoreError>;
 

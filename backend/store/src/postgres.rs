@@ -17,8 +17,8 @@ use tokio_postgres::{NoTls, Row};
 
 use crate::model::{
     Alert, AlertFilter, AlertId, AlertPage, AlertUpdate, AuditEntry, AuditFilter, CountBucket,
-    Cursor, Device, DeviceId, EnrollmentToken, HeartbeatInfo, NewAlert, NewDevice, Note,
-    RetentionReport, Role, Session, StoreStats, TokenRefusal, User,
+    Cursor, Device, DeviceId, EnrollmentToken, HeartbeatInfo, HeartbeatOutcome, NewAlert,
+    NewDevice, Note, RetentionReport, Role, Session, StoreStats, TokenRefusal, User,
 };
 use crate::query::{self, AlertIn, Dialect, Param, RawAlert, RawDevice, ALERT_COLUMNS};
 use crate::{InsertReport, Store, StoreError};
@@ -617,26 +617,48 @@ impl Store for PgStore {
             })
     }
 
-    async fn record_heartbeat(&self, id: &str, hb: HeartbeatInfo) -> Result<(), StoreError> {
+    async fn record_heartbeat(
+        &self,
+        id: &str,
+        hb: HeartbeatInfo,
+    ) -> Result<HeartbeatOutcome, StoreError> {
         const OP: &str = "record_heartbeat";
         let json = serde_json::to_value(&hb)
             .map_err(|e| StoreError::Backend(format!("{OP}: device {id}: {e}")))?;
-        let c = self.client(OP).await?;
-        let n = c
-            .execute(
-                "UPDATE devices SET heartbeat = $2, last_seen_ms = greatest(last_seen_ms, $3) \
-                 WHERE id = $1",
-                &[&id, &tokio_postgres::types::Json(&json), &hb.received_ms],
+        let mut c = self.client(OP).await?;
+        let tx = c.transaction().await.map_err(be(OP))?;
+        // The row lock orders concurrent heartbeats of one device (several
+        // ingest replicas): each is checked against the one before it.
+        let Some(row) = tx
+            .query_opt(
+                "SELECT heartbeat::text FROM devices WHERE id = $1 FOR UPDATE",
+                &[&id],
             )
             .await
-            .map_err(be(OP))?;
-        if n == 0 {
+            .map_err(be(OP))?
+        else {
             return Err(StoreError::NotFound {
                 what: "device",
                 id: id.to_owned(),
             });
+        };
+        let last: Option<String> = row.try_get(0).map_err(be(OP))?;
+        // A damaged stored heartbeat must not block the device's
+        // heartbeats forever: it counts as none.
+        if let Some(last) = last.and_then(|j| serde_json::from_str::<HeartbeatInfo>(&j).ok()) {
+            if !hb.is_newer_than(&last) {
+                return Ok(HeartbeatOutcome::Stale(Box::new(last)));
+            }
         }
-        Ok(())
+        tx.execute(
+            "UPDATE devices SET heartbeat = $2, last_seen_ms = greatest(last_seen_ms, $3) \
+             WHERE id = $1",
+            &[&id, &tokio_postgres::types::Json(&json), &hb.received_ms],
+        )
+        .await
+        .map_err(be(OP))?;
+        tx.commit().await.map_err(be(OP))?;
+        Ok(HeartbeatOutcome::Recorded)
     }
 
     async fn touch_device(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {

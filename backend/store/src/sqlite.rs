@@ -18,8 +18,8 @@ use tokio::sync::Semaphore;
 
 use crate::model::{
     Alert, AlertFilter, AlertId, AlertPage, AlertUpdate, AuditEntry, AuditFilter, CountBucket,
-    Cursor, Device, DeviceId, EnrollmentToken, HeartbeatInfo, NewAlert, NewDevice, Note,
-    RetentionReport, Role, Session, StoreStats, TokenRefusal, User,
+    Cursor, Device, DeviceId, EnrollmentToken, HeartbeatInfo, HeartbeatOutcome, NewAlert,
+    NewDevice, Note, RetentionReport, Role, Session, StoreStats, TokenRefusal, User,
 };
 use crate::query::{
     self, AlertIn, Dialect, Param, RawAlert, RawDevice, ALERT_COLUMNS, DEVICE_COLUMNS,
@@ -947,23 +947,45 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_heartbeat(&self, id: &str, hb: HeartbeatInfo) -> Result<(), StoreError> {
+    async fn record_heartbeat(
+        &self,
+        id: &str,
+        hb: HeartbeatInfo,
+    ) -> Result<HeartbeatOutcome, StoreError> {
         const OP: &str = "record_heartbeat";
         let id = id.to_owned();
         let json = serde_json::to_string(&hb)
             .map_err(|e| StoreError::Backend(format!("{OP}: device {id}: {e}")))?;
         self.write(OP, move |c| {
-            let n = c
-                .execute(
-                    "UPDATE devices SET heartbeat = ?2, \
-                     last_seen_ms = max(coalesce(last_seen_ms, ?3), ?3) WHERE id = ?1",
-                    params![id, json, hb.received_ms],
-                )
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(be(OP))?;
-            if n == 0 {
+            let last: Option<Option<String>> = tx
+                .query_row(
+                    "SELECT heartbeat FROM devices WHERE id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(be(OP))?;
+            let Some(last) = last else {
                 return Err(StoreError::NotFound { what: "device", id });
+            };
+            // A damaged stored heartbeat must not block the device's
+            // heartbeats forever: it counts as none.
+            if let Some(last) = last.and_then(|j| serde_json::from_str::<HeartbeatInfo>(&j).ok()) {
+                if !hb.is_newer_than(&last) {
+                    return Ok(HeartbeatOutcome::Stale(Box::new(last)));
+                }
             }
-            Ok(())
+            tx.execute(
+                "UPDATE devices SET heartbeat = ?2, \
+                 last_seen_ms = max(coalesce(last_seen_ms, ?3), ?3) WHERE id = ?1",
+                params![id, json, hb.received_ms],
+            )
+            .map_err(be(OP))?;
+            tx.commit().map_err(be(OP))?;
+            Ok(HeartbeatOutcome::Recorded)
         })
         .await
     }

@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use picket_store::model::{
     AlertFilter, AlertSource, AlertStatus, AlertUpdate, AuditEntry, AuditFilter, Cursor,
-    HeartbeatInfo, Level, ModuleStatus, NewAlert, NewDevice, Note, Role, Session, TokenRefusal,
+    HeartbeatInfo, HeartbeatOutcome, Level, ModuleStatus, NewAlert, NewDevice, Note, Role, Session,
+    TokenRefusal,
 };
 use picket_store::postgres::PgStore;
 use picket_store::sqlite::SqliteStore;
@@ -147,6 +148,7 @@ macro_rules! conformance {
 conformance!(
     devices_lifecycle,
     heartbeat_and_touch,
+    heartbeat_replays_change_nothing,
     insert_dedupes_and_roundtrips,
     pagination_has_no_gaps_or_duplicates,
     filters_match_model,
@@ -324,6 +326,7 @@ async fn devices_lifecycle(h: &Harness) {
 fn heartbeat(received_ms: i64) -> HeartbeatInfo {
     HeartbeatInfo {
         seq: 7,
+        sent_at_ms: 5_000,
         received_ms,
         uptime_secs: 3_600,
         agent_version: "1.2.4".into(),
@@ -378,6 +381,67 @@ async fn heartbeat_and_touch(h: &Harness) {
         s.record_heartbeat("nope", heartbeat(1)).await,
         Err(StoreError::NotFound { what: "device", .. })
     ));
+}
+
+async fn heartbeat_replays_change_nothing(h: &Harness) {
+    let s = &*h.store;
+    let id = s.insert_device(device(0)).await.expect("insert").id;
+    let hb = |seq: u64, sent_at_ms: i64, received_ms: i64, uptime_secs: u64| HeartbeatInfo {
+        seq,
+        sent_at_ms,
+        received_ms,
+        uptime_secs,
+        ..heartbeat(0)
+    };
+    let id = &id;
+    let record = |h: HeartbeatInfo| async move { s.record_heartbeat(id, h).await.expect("hb") };
+    assert_eq!(
+        record(hb(7, 5_000, 10_000, 3_600)).await,
+        HeartbeatOutcome::Recorded
+    );
+    let before = s.device(id).await.expect("get").expect("exists");
+    for (what, replay) in [
+        ("the same again", hb(7, 5_000, 40_000, 3_600)),
+        ("an older one of the run", hb(6, 4_000, 40_000, 3_570)),
+        ("seq up, uptime back", hb(8, 4_000, 40_000, 3_500)),
+        (
+            "uptime ahead of the clock",
+            hb(8, 4_000, 40_000, 3_600 + 200),
+        ),
+        ("hostile uptime", hb(9, 0, 40_000, u64::MAX)),
+    ] {
+        match record(replay).await {
+            HeartbeatOutcome::Stale(last) => {
+                assert_eq!(*last, hb(7, 5_000, 10_000, 3_600), "{what}");
+            }
+            HeartbeatOutcome::Recorded => panic!("{what}: recorded"),
+        }
+        assert_eq!(
+            s.device(id).await.expect("get").expect("exists"),
+            before,
+            "{what}"
+        );
+    }
+    // Later in the run: stored, even when the device clock went back.
+    assert_eq!(
+        record(hb(8, 1_000, 40_000, 3_630)).await,
+        HeartbeatOutcome::Recorded
+    );
+    // A restart (seq and uptime again from the start) with a later clock.
+    assert_eq!(
+        record(hb(1, 9_000, 70_000, 3)).await,
+        HeartbeatOutcome::Recorded
+    );
+    // The earlier run's heartbeats, replayed: refused.
+    for old in [hb(8, 1_000, 100_000, 3_630), hb(9, 4_500, 100_000, 3_660)] {
+        assert!(matches!(record(old).await, HeartbeatOutcome::Stale(_)));
+    }
+    let d = s.device(id).await.expect("get").expect("exists");
+    assert_eq!(
+        d.heartbeat.map(|h| (h.seq, h.received_ms)),
+        Some((1, 70_000))
+    );
+    assert_eq!(d.last_seen_ms, Some(70_000));
 }
 
 async fn insert_dedupes_and_roundtrips(h: &Harness) {
