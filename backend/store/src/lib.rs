@@ -197,6 +197,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn device(&self, id: &str) -> Result<Option<Device>, StoreError>;
     /// All devices, by id.
     async fn devices(&self) -> Result<Vec<Device>, StoreError>;
+    /// Records the identity a re-enrolled device was issued: its public key
+    /// and the serial of its new certificate, so that revocation names the
+    /// certificate in use. A revoked device is left as it is; the device is
+    /// returned either way (check `revoked_ms`).
+    async fn set_device_identity(
+        &self,
+        id: &str,
+        public_key: &[u8],
+        cert_serial: &str,
+    ) -> Result<Device, StoreError>;
     /// Marks a device revoked at `at_ms` (idempotent: keeps the first time).
     async fn revoke_device(&self, id: &str, at_ms: i64) -> Result<Device, StoreError>;
     /// Stores a heartbeat and sets `last_seen_ms`, if it is newer than

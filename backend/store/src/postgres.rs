@@ -600,6 +600,29 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn set_device_identity(
+        &self,
+        id: &str,
+        public_key: &[u8],
+        cert_serial: &str,
+    ) -> Result<Device, StoreError> {
+        const OP: &str = "set_device_identity";
+        let c = self.client(OP).await?;
+        c.execute(
+            "UPDATE devices SET public_key = $2, cert_serial = $3 \
+             WHERE id = $1 AND revoked_ms IS NULL",
+            &[&id, &public_key, &cert_serial],
+        )
+        .await
+        .map_err(be(OP))?;
+        get_device(&**c, OP, id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "device",
+                id: id.to_owned(),
+            })
+    }
+
     async fn revoke_device(&self, id: &str, at_ms: i64) -> Result<Device, StoreError> {
         const OP: &str = "revoke_device";
         let c = self.client(OP).await?;

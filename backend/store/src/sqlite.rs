@@ -933,6 +933,28 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_device_identity(
+        &self,
+        id: &str,
+        public_key: &[u8],
+        cert_serial: &str,
+    ) -> Result<Device, StoreError> {
+        const OP: &str = "set_device_identity";
+        let id = id.to_owned();
+        let public_key = public_key.to_vec();
+        let cert_serial = cert_serial.to_owned();
+        self.write(OP, move |c| {
+            c.execute(
+                "UPDATE devices SET public_key = ?2, cert_serial = ?3 \
+                 WHERE id = ?1 AND revoked_ms IS NULL",
+                params![id, public_key, cert_serial],
+            )
+            .map_err(be(OP))?;
+            get_device(c, OP, &id)?.ok_or(StoreError::NotFound { what: "device", id })
+        })
+        .await
+    }
+
     async fn revoke_device(&self, id: &str, at_ms: i64) -> Result<Device, StoreError> {
         let id = id.to_owned();
         self.write("revoke_device", move |c| {

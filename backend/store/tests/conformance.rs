@@ -149,6 +149,7 @@ conformance!(
     devices_lifecycle,
     heartbeat_and_touch,
     heartbeat_replays_change_nothing,
+    device_identity_follows_reenrollment,
     insert_dedupes_and_roundtrips,
     pagination_has_no_gaps_or_duplicates,
     filters_match_model,
@@ -379,6 +380,33 @@ async fn heartbeat_and_touch(h: &Harness) {
     ));
     assert!(matches!(
         s.record_heartbeat("nope", heartbeat(1)).await,
+        Err(StoreError::NotFound { what: "device", .. })
+    ));
+}
+
+async fn device_identity_follows_reenrollment(h: &Harness) {
+    let s = &*h.store;
+    let d = s.insert_device(device(1)).await.expect("insert");
+    let updated = s
+        .set_device_identity(&d.id, &[9; 32], "00c0ffee")
+        .await
+        .expect("set identity");
+    assert_eq!(
+        (updated.public_key.as_slice(), updated.cert_serial.as_str()),
+        (&[9u8; 32][..], "00c0ffee")
+    );
+    assert_eq!(s.device(&d.id).await.expect("get"), Some(updated.clone()));
+    // Revocation then names the current certificate.
+    let revoked = s.revoke_device(&d.id, 5).await.expect("revoke");
+    assert_eq!(revoked.cert_serial, "00c0ffee");
+    // A revoked device keeps the identity it was revoked with.
+    let after = s
+        .set_device_identity(&d.id, &[7; 32], "0bad")
+        .await
+        .expect("set identity");
+    assert_eq!(after, revoked);
+    assert!(matches!(
+        s.set_device_identity("nope", &[1; 32], "01").await,
         Err(StoreError::NotFound { what: "device", .. })
     ));
 }
