@@ -16,7 +16,8 @@
 //! 5. The token is spent atomically (`Store::use_token`): unknown →
 //!    `InvalidToken`, past its expiry → `ExpiredToken`, spent → `TokenUsed`.
 //!    Re-enrollment needs a valid token too.
-//! 6. A new device is stored and an audit entry written
+//! 6. A new device is stored (a known one gets the new certificate's
+//!    serial) and an audit entry written
 //!    (`device.enroll`, actor `device:<id>`, the token's creator and label
 //!    in the details).
 //!
@@ -24,10 +25,12 @@
 //! backend's command key and naming the requesting device (the zero id when
 //! the request is too broken to name one). Nothing here panics on any input.
 //!
-//! A re-enrolled device keeps its stored `cert_serial` (the store has no
-//! update for it); revocation still covers the new certificate because the
-//! TLS verifier refuses revoked devices by id as well as by serial
-//! ([`crate::pki::Revocations`]).
+//! A re-enrolled device's new certificate serial (and its key, the same one)
+//! replace the stored ones (`Store::set_device_identity`), so revoking it
+//! puts the certificate in use on the CRL. The TLS front also refuses
+//! revoked devices by id ([`crate::pki::Revocations`]), which covers the
+//! certificates issued before; an external broker only has the CRL, which
+//! lists the current serial.
 
 use std::fmt;
 use std::sync::Arc;
@@ -265,6 +268,19 @@ impl Enroller {
                 // token) stored it first: the same key, so a re-enrollment.
                 Err(StoreError::Conflict { .. }) => reenrolled = true,
                 Err(e) => return Err(e),
+            }
+        }
+        if reenrolled {
+            let d = self
+                .store
+                .set_device_identity(&id, &request.public_key, &cert.serial_hex)
+                .await?;
+            // Revoked since the check above: the certificate must not go out.
+            if d.revoked_ms.is_some() {
+                return Ok(Decision::reject(
+                    EnrollRejection::Revoked,
+                    format!("device {id} was revoked; it cannot enroll again"),
+                ));
             }
         }
 

@@ -27,7 +27,8 @@ use picket_proto::ed25519_dalek::VerifyingKey;
 use picket_proto::topic::{self, Channel};
 use picket_proto::{DeviceId, Event, Message};
 use picket_store::model::{
-    Alert as StoredAlert, AlertSource, AlertStatus, HeartbeatInfo, Level, ModuleStatus, NewAlert,
+    Alert as StoredAlert, AlertSource, AlertStatus, HeartbeatInfo, HeartbeatOutcome, Level,
+    ModuleStatus, NewAlert,
 };
 use picket_store::Store;
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, Publish, QoS};
@@ -64,11 +65,14 @@ pub enum Refusal {
     Oversized,
     /// Not a well-formed frame or body.
     Malformed,
+    /// A heartbeat not newer than the device's last recorded one (a
+    /// replay, see `HeartbeatInfo::is_newer_than`).
+    Replayed,
 }
 
 impl Refusal {
     /// Every reason, in label order.
-    pub const ALL: [Refusal; 8] = [
+    pub const ALL: [Refusal; 9] = [
         Self::Topic,
         Self::UnknownDevice,
         Self::Revoked,
@@ -77,6 +81,7 @@ impl Refusal {
         Self::WrongKind,
         Self::Oversized,
         Self::Malformed,
+        Self::Replayed,
     ];
 
     /// The metric label.
@@ -91,6 +96,7 @@ impl Refusal {
             Self::WrongKind => "wrong_kind",
             Self::Oversized => "oversized",
             Self::Malformed => "malformed",
+            Self::Replayed => "replayed",
         }
     }
 
@@ -125,7 +131,7 @@ pub struct IngestMetrics {
     /// Broker connection losses.
     pub disconnects: AtomicU64,
     /// Refusals by [`Refusal`] (index in [`Refusal::ALL`]).
-    refused: [AtomicU64; 8],
+    refused: [AtomicU64; Refusal::ALL.len()],
     /// Whether the subscriber is connected and subscribed.
     pub connected: AtomicBool,
     /// Heartbeat processing lag (receive → stored), last value, µs.
@@ -622,6 +628,7 @@ pub fn to_new_alert(a: &picket_proto::Alert<'_>, device: &str, received_ms: i64)
 fn heartbeat_info(h: &picket_proto::Heartbeat<'_>, received_ms: i64) -> HeartbeatInfo {
     HeartbeatInfo {
         seq: h.seq,
+        sent_at_ms: i64::try_from(h.sent_at_ms).unwrap_or(i64::MAX),
         received_ms,
         uptime_secs: h.uptime_secs,
         agent_version: h.agent_version.as_str().to_owned(),
@@ -1024,10 +1031,27 @@ async fn handle_publish(
 async fn heartbeat(ctx: &IngestContext, device: DeviceId, info: HeartbeatInfo, started: Instant) {
     let id = device.to_string();
     let at = info.received_ms;
-    if let Err(e) = ctx.store.record_heartbeat(&id, info).await {
-        ctx.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(device = %id, error = %e, "storing heartbeat failed");
-        return;
+    let (seq, sent_at_ms, uptime_secs) = (info.seq, info.sent_at_ms, info.uptime_secs);
+    match ctx.store.record_heartbeat(&id, info).await {
+        Ok(HeartbeatOutcome::Recorded) => {}
+        // A replay changes nothing: not the inventory, not the online state.
+        Ok(HeartbeatOutcome::Stale(last)) => {
+            ctx.metrics.emit_refused(
+                Refusal::Replayed,
+                Some(device),
+                &format!(
+                    "heartbeat seq {seq} (sent at {sent_at_ms}, uptime {uptime_secs} s) is not \
+                     newer than the last recorded one, seq {} (sent at {}, uptime {} s)",
+                    last.seq, last.sent_at_ms, last.uptime_secs
+                ),
+            );
+            return;
+        }
+        Err(e) => {
+            ctx.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(device = %id, error = %e, "storing heartbeat failed");
+            return;
+        }
     }
     ctx.metrics
         .heartbeats_stored

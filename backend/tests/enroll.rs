@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use picket_backend::enroll::{Decision, Enroller};
-use picket_backend::pki::{device_id_of_cert, serial_of_cert, FleetCa};
+use picket_backend::pki::{device_id_of_cert, serial_of_cert, FleetCa, Revocations};
 use picket_proto::ed25519_dalek::{SigningKey, VerifyingKey};
 use picket_proto::{
     encode_frame_to_vec, BoundedBytes, BoundedStr, DeviceId, EnrollRejection, EnrollRequest,
@@ -252,6 +252,74 @@ async fn revoked_device_cannot_enroll_again_but_a_live_one_can() {
     assert!(tokens
         .iter()
         .any(|t| t.label == "site 12" && t.used_ms.is_none()));
+}
+
+#[tokio::test]
+async fn reenrollment_records_the_new_certificate_and_revocation_names_it() {
+    let s = setup();
+    for t in ["first", "second"] {
+        s.token(t, NOW + HOUR).await;
+    }
+    let (key, id) = key(7);
+    let (_, first) = s.enroller.decide(&simple_request(&key, "first"), NOW).await;
+    let Decision::Accepted { cert: first, .. } = first else {
+        panic!("refused: {first:?}")
+    };
+    let (_, second) = s
+        .enroller
+        .decide(&simple_request(&key, "second"), NOW + 1)
+        .await;
+    let Decision::Accepted {
+        cert: second,
+        reenrolled: true,
+    } = second
+    else {
+        panic!("not a re-enrollment: {second:?}")
+    };
+    assert_ne!(first.serial_hex, second.serial_hex);
+    assert_eq!(
+        serial_of_cert(second.der.as_ref()).as_deref(),
+        Some(second.serial_hex.as_str())
+    );
+
+    // The store follows the certificate in use.
+    let stored = s.store.device(&id.to_string()).await.unwrap().unwrap();
+    assert_eq!(stored.cert_serial, second.serial_hex);
+    assert_eq!(stored.public_key, key.verifying_key().to_bytes().to_vec());
+    let audit = s
+        .store
+        .audit_log(&AuditFilter::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!(audit[0].detail["reenrolled"], true);
+    assert_eq!(audit[0].detail["cert_serial"], second.serial_hex.as_str());
+
+    // Revoking it puts the current certificate's serial on the CRL.
+    let revoked = s
+        .store
+        .revoke_device(&id.to_string(), NOW + 2)
+        .await
+        .unwrap();
+    assert_eq!(revoked.cert_serial, second.serial_hex);
+    let revocations = Revocations::from_devices(&s.store.devices().await.unwrap());
+    assert!(revocations.is_revoked_serial(&second.serial_hex));
+    assert!(revocations.is_revoked_cert(second.der.as_ref()));
+    // The earlier certificate is refused by device id (the TLS front).
+    assert!(revocations.is_revoked_cert(first.der.as_ref()));
+    let crl = s.ca.crl_der(&revocations).unwrap();
+    let serial = hex_bytes(&second.serial_hex);
+    assert!(
+        crl.windows(serial.len()).any(|w| w == serial.as_slice()),
+        "the CRL does not list {}",
+        second.serial_hex
+    );
+}
+
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 #[tokio::test]

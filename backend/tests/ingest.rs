@@ -318,6 +318,60 @@ async fn heartbeat_updates_inventory_then_device_goes_offline() {
     assert!(!b.started.fleet.registry().is_online(dev.id));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_heartbeats_are_refused_and_change_nothing() {
+    let b = Backend::start(|_| {}).await;
+    let dev = b.enroll(9).await;
+    let p = dev.connect(b.started.mqtt.unwrap()).await;
+    let m = b.metrics();
+    let topic = dev.topic(Channel::Heartbeat);
+    let store = b.started.store.clone();
+    let id = dev.id.to_string();
+    let stored = |n: u64| move || m.heartbeats_stored.load(Ordering::Relaxed) == n;
+    let replayed = |n: u64| move || m.refused(Refusal::Replayed) == n;
+
+    let hb5 = dev.heartbeat(5);
+    p.publish(&topic, QoS::AtMostOnce, hb5.clone()).await;
+    wait_for("first heartbeat stored", T, stored(1)).await;
+    let after_first = store.device(&id).await.unwrap().unwrap();
+    assert_eq!(after_first.heartbeat.as_ref().map(|h| h.seq), Some(5));
+
+    // The same frame again, then an older one of the same run: refused,
+    // and the inventory (heartbeat, last seen) stays as it was.
+    p.publish(&topic, QoS::AtMostOnce, hb5.clone()).await;
+    wait_for("exact replay refused", T, replayed(1)).await;
+    p.publish(&topic, QoS::AtMostOnce, dev.heartbeat(3)).await;
+    wait_for("older heartbeat refused", T, replayed(2)).await;
+    assert_eq!(store.device(&id).await.unwrap().unwrap(), after_first);
+
+    // The next one of the run is stored.
+    p.publish(&topic, QoS::AtMostOnce, dev.heartbeat(6)).await;
+    wait_for("newer heartbeat stored", T, stored(2)).await;
+    let hb = store.device(&id).await.unwrap().unwrap().heartbeat.unwrap();
+    assert_eq!((hb.seq, hb.uptime_secs), (6, 66));
+
+    // The agent restarts: seq and uptime start again, its clock is later.
+    let restart = ingest_support::heartbeat_frame_at(dev.id, &dev.key, 1, 1_700_000_600_000, 2);
+    p.publish(&topic, QoS::AtMostOnce, restart).await;
+    wait_for("restarted agent's heartbeat stored", T, stored(3)).await;
+    let after_restart = store.device(&id).await.unwrap().unwrap();
+    assert_eq!(after_restart.heartbeat.as_ref().map(|h| h.seq), Some(1));
+
+    // A heartbeat of the earlier run, replayed now: higher seq and uptime
+    // than the new run's, but its uptime ran ahead of the backend's clock
+    // and its device time is older. Refused.
+    p.publish(&topic, QoS::AtMostOnce, hb5).await;
+    wait_for("earlier run's heartbeat refused", T, replayed(3)).await;
+    assert_eq!(store.device(&id).await.unwrap().unwrap(), after_restart);
+    assert_eq!(m.heartbeats_stored.load(Ordering::Relaxed), 3);
+    assert_eq!(m.refused_total(), 3);
+    let text = b.started.fleet.metrics();
+    assert!(
+        text.contains("picket_ingest_refused_total{reason=\"replayed\"} 3"),
+        "{text}"
+    );
+}
+
 #[test]
 fn generate_config_output_parses() {
     let c = picket_backend::config::Config::from_toml(

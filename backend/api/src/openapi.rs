@@ -208,7 +208,7 @@ fn schemas() -> Value {
         "ModuleStatus": { "type": "object", "properties": {
             "name": { "type": "string" }, "state": { "type": "string" }, "error": opt_str } },
         "Heartbeat": { "type": "object", "properties": {
-            "seq": { "type": "integer" }, "received_ms": ms, "uptime_secs": { "type": "integer" },
+            "seq": { "type": "integer" }, "sent_at_ms": ms, "received_ms": ms, "uptime_secs": { "type": "integer" },
             "agent_version": { "type": "string" }, "rule_bundle_version": { "type": ["integer", "null"] },
             "spool_depth": { "type": "integer" }, "spool_bytes": { "type": "integer" },
             "spool_evictions_total": { "type": "integer" }, "lost_kernel_records_total": { "type": "integer" },

@@ -13,6 +13,8 @@
 //! - `PICKET_BENCH_PG_ALERTS`: alerts for Postgres (default: as SQLite).
 //! - `PICKET_BENCH_PG_WRITERS`: concurrent Postgres ingest tasks (default 2).
 //! - `PICKET_BENCH_QUERIES`: iterations per query kind (default 200).
+//! - `PICKET_BENCH_COUNT_QUERIES`: iterations per `alert_counts` kind
+//!   (default: as `PICKET_BENCH_QUERIES`).
 //! - `PICKET_BENCH_CALL_BATCHES`: 256-alert batches per `insert_alerts`
 //!   call (default 1; the ingest coalesces up to 32).
 //! - `PICKET_BENCH_VARIANTS`: instead of the above, insert rates of schema
@@ -391,6 +393,7 @@ async fn ensure_filled(
     let first = have / BATCH as u64;
     let batches = target.div_ceil(BATCH as u64);
     let start = Instant::now();
+    let cpu0 = process_cpu_secs();
     let next = Arc::new(std::sync::atomic::AtomicU64::new(first));
     let per_call = env_u64("PICKET_BENCH_CALL_BATCHES", 1).max(1);
     let mut tasks = Vec::new();
@@ -432,9 +435,11 @@ async fn ensure_filled(
     }
     let secs = start.elapsed().as_secs_f64();
     let rate = inserted as f64 / secs;
+    // Process CPU: for Postgres only the client side, the server's is not counted.
+    let cpu_us = (process_cpu_secs() - cpu0) / inserted.max(1) as f64 * 1e6;
     println!(
-        "  inserted {inserted} alerts in {secs:.1}s: {rate:.0} alerts/s \
-         ({per_call} x {BATCH} alerts per call, {writers} writer(s))"
+        "  inserted {inserted} alerts in {secs:.1}s: {rate:.0} alerts/s, {cpu_us:.1} us CPU/alert \
+         in this process ({per_call} x {BATCH} alerts per call, {writers} writer(s))"
     );
     Ok(Some(rate))
 }
@@ -638,23 +643,150 @@ async fn time_queries(store: &Arc<dyn Store>, n: u64, iters: usize) -> anyhow::R
         p99: percentile(&times, 0.99),
         rows,
     });
-    let t = Instant::now();
-    let counts = store
-        .alert_counts(
-            &AlertFilter {
-                since_ms: Some(T0 + span - 86_400_000),
-                ..Default::default()
-            },
-            3_600_000,
-        )
-        .await?;
-    out.push(Row {
-        name: "alert_counts last 24 h (1 run)".into(),
-        p50: t.elapsed(),
-        p99: t.elapsed(),
-        rows: counts.len(),
-    });
+    out.extend(time_counts(store, n, live).await?);
     println!("  rare needle: {rare:?}");
+    Ok(out)
+}
+
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 86_400_000;
+
+/// The `alert_counts` calls of the web UI's overview (chart: unfiltered,
+/// 1 h buckets over 24 h, 6 h over 7 days, 1 d over 30 days; "new, not
+/// triaged": status new, one 31-day bucket) and the other filters the
+/// counts endpoint takes (level, source, device). "Now" is the newest
+/// alert; `since` is `now - range` shifted by a random part of an hour, as
+/// the UI's `Date.now() - range` is never on a bucket edge.
+async fn time_counts(store: &Arc<dyn Store>, n: u64, live: u64) -> anyhow::Result<Vec<Row>> {
+    let iters = usize::try_from(env_u64(
+        "PICKET_BENCH_COUNT_QUERIES",
+        env_u64("PICKET_BENCH_QUERIES", 200),
+    ))
+    .unwrap_or(200)
+    .max(1);
+    let end = T0 + i64::try_from(n).unwrap_or(0) * STEP_MS;
+    type Gen = Box<dyn Fn(&mut Rng) -> (AlertFilter, i64)>;
+    let since = move |r: &mut Rng, range: i64| {
+        end - range + i64::try_from(r.below(HOUR_MS as u64)).unwrap_or(0)
+    };
+    let kinds: Vec<(&str, Gen)> = vec![
+        (
+            "counts 24 h, 1 h buckets (overview chart)",
+            Box::new(move |r| {
+                let f = AlertFilter {
+                    since_ms: Some(since(r, DAY_MS)),
+                    ..Default::default()
+                };
+                (f, HOUR_MS)
+            }),
+        ),
+        (
+            "counts 24 h, status new, 31 d bucket (overview)",
+            Box::new(move |r| {
+                let f = AlertFilter {
+                    since_ms: Some(since(r, DAY_MS)),
+                    status: Some(AlertStatus::New),
+                    ..Default::default()
+                };
+                (f, 31 * DAY_MS)
+            }),
+        ),
+        (
+            "counts 7 d, 6 h buckets (overview chart)",
+            Box::new(move |r| {
+                let f = AlertFilter {
+                    since_ms: Some(since(r, 7 * DAY_MS)),
+                    ..Default::default()
+                };
+                (f, 6 * HOUR_MS)
+            }),
+        ),
+        (
+            "counts 7 d, status new, 31 d bucket (overview)",
+            Box::new(move |r| {
+                let f = AlertFilter {
+                    since_ms: Some(since(r, 7 * DAY_MS)),
+                    status: Some(AlertStatus::New),
+                    ..Default::default()
+                };
+                (f, 31 * DAY_MS)
+            }),
+        ),
+        (
+            "counts 30 d, 1 d buckets (overview chart)",
+            Box::new(move |r| {
+                let f = AlertFilter {
+                    since_ms: Some(since(r, 30 * DAY_MS)),
+                    ..Default::default()
+                };
+                (f, DAY_MS)
+            }),
+        ),
+        (
+            "counts 24 h, min level high, 1 h",
+            Box::new(move |r| {
+                let f = AlertFilter {
+                    since_ms: Some(since(r, DAY_MS)),
+                    min_level: Some(Level::High),
+                    ..Default::default()
+                };
+                (f, HOUR_MS)
+            }),
+        ),
+        (
+            "counts 7 d, source upload, 6 h",
+            Box::new(move |r| {
+                let f = AlertFilter {
+                    since_ms: Some(since(r, 7 * DAY_MS)),
+                    source: Some(AlertSource::Upload),
+                    ..Default::default()
+                };
+                (f, 6 * HOUR_MS)
+            }),
+        ),
+        (
+            "counts 24 h, one device, 1 h",
+            Box::new(move |r| {
+                let f = AlertFilter {
+                    since_ms: Some(since(r, DAY_MS)),
+                    device_id: Some(device_id(r.below(live))),
+                    ..Default::default()
+                };
+                (f, HOUR_MS)
+            }),
+        ),
+        (
+            "counts 7 d, one device, 6 h",
+            Box::new(move |r| {
+                let f = AlertFilter {
+                    since_ms: Some(since(r, 7 * DAY_MS)),
+                    device_id: Some(device_id(r.below(live))),
+                    ..Default::default()
+                };
+                (f, 6 * HOUR_MS)
+            }),
+        ),
+    ];
+    let mut rng = Rng(4242);
+    let mut out = Vec::new();
+    for (name, gen) in &kinds {
+        let mut times = Vec::with_capacity(iters);
+        let mut total = 0;
+        for _ in 0..iters {
+            let (f, bucket) = gen(&mut rng);
+            let t = Instant::now();
+            let counts = store.alert_counts(&f, bucket).await?;
+            times.push(t.elapsed());
+            total = counts.iter().map(|c| c.count).sum::<u64>();
+        }
+        times.sort();
+        out.push(Row {
+            name: format!("{name} ({iters} runs)"),
+            p50: percentile(&times, 0.5),
+            p99: percentile(&times, 0.99),
+            rows: usize::try_from(total).unwrap_or(usize::MAX),
+        });
+    }
     Ok(out)
 }
 
@@ -696,11 +828,90 @@ fn sqlite_baselines(path: &std::path::Path) -> anyhow::Result<Vec<Row>> {
         "SELECT row FROM alerts WHERE command_line LIKE '%shadow%' OR image LIKE '%shadow%' OR path LIKE '%shadow%' ORDER BY timestamp_ms DESC, row DESC LIMIT 50",
         3,
     )?;
+    // `alert_counts` as it was before the rollup: one scan of the range.
+    let end: i64 = c.query_row("SELECT max(timestamp_ms) FROM alerts", [], |r| r.get(0))?;
+    let scan = |since: i64, bucket: i64, status: &str| {
+        format!(
+            "SELECT timestamp_ms - (((timestamp_ms % {bucket}) + {bucket}) % {bucket}) AS bucket, \
+             level, count(*) FROM alerts a WHERE timestamp_ms >= {since}{status} \
+             GROUP BY bucket, level"
+        )
+    };
+    run(
+        "baseline: counts 24 h, 1 h buckets, by scan",
+        &scan(end - DAY_MS + HOUR_MS / 2, HOUR_MS, ""),
+        3,
+    )?;
+    run(
+        "baseline: counts 24 h, status new, 31 d bucket, by scan",
+        &scan(end - DAY_MS + HOUR_MS / 2, 31 * DAY_MS, " AND status = 0"),
+        3,
+    )?;
+    run(
+        "baseline: counts 7 d, 6 h buckets, by scan",
+        &scan(end - 7 * DAY_MS + HOUR_MS / 2, 6 * HOUR_MS, ""),
+        3,
+    )?;
     run(
         "baseline: rare token via LIKE scan",
         "SELECT row FROM alerts WHERE command_line LIKE '%0badf00d%' OR image LIKE '%0badf00d%' OR path LIKE '%0badf00d%' ORDER BY timestamp_ms DESC, row DESC LIMIT 50",
         3,
     )?;
+    Ok(out)
+}
+
+/// `alert_counts` as it was before the rollup (one scan of the range), on
+/// the bench's Postgres schema.
+async fn pg_baselines(url: &str) -> anyhow::Result<Vec<Row>> {
+    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    c.batch_execute("SET search_path = picket_bench, public")
+        .await?;
+    let end: i64 = c
+        .query_one("SELECT max(timestamp_ms) FROM alerts", &[])
+        .await?
+        .try_get(0)?;
+    let mut out = Vec::new();
+    for (name, since, bucket, status) in [
+        (
+            "baseline: counts 24 h, 1 h buckets, by scan",
+            end - DAY_MS,
+            HOUR_MS,
+            "",
+        ),
+        (
+            "baseline: counts 24 h, status new, 31 d bucket, by scan",
+            end - DAY_MS,
+            31 * DAY_MS,
+            " AND status = 0",
+        ),
+        (
+            "baseline: counts 7 d, 6 h buckets, by scan",
+            end - 7 * DAY_MS,
+            6 * HOUR_MS,
+            "",
+        ),
+    ] {
+        let sql = format!(
+            "SELECT timestamp_ms - (((timestamp_ms % {bucket}) + {bucket}) % {bucket}) AS bucket, \
+             level, count(*) FROM alerts a WHERE timestamp_ms >= {}{status} GROUP BY bucket, level",
+            since + HOUR_MS / 2
+        );
+        let mut times = Vec::new();
+        let mut rows = 0;
+        for _ in 0..3 {
+            let t = Instant::now();
+            rows = c.query(&sql, &[]).await?.len();
+            times.push(t.elapsed());
+        }
+        times.sort();
+        out.push(Row {
+            name: name.to_owned(),
+            p50: percentile(&times, 0.5),
+            p99: percentile(&times, 0.99),
+            rows,
+        });
+    }
     Ok(out)
 }
 
@@ -961,7 +1172,12 @@ async fn main() -> anyhow::Result<()> {
     println!("SQLite at {}", path.display());
     let raw = sqlite_raw_insert(tmp.path(), n.min(200_000))?;
     println!("  baseline: raw insert, no secondary indexes, no FTS: {raw:.0} alerts/s");
+    let opening = Instant::now();
     let concrete = SqliteStore::open(&path).context("open sqlite")?;
+    println!(
+        "  opened in {:.1}s (migrations included)",
+        opening.elapsed().as_secs_f64()
+    );
     let sqlite: Arc<dyn Store> = Arc::new(concrete.clone());
     let t = Instant::now();
     ensure_filled(&sqlite, n, 1).await?;
@@ -988,8 +1204,13 @@ async fn main() -> anyhow::Result<()> {
         let pn = env_u64("PICKET_BENCH_PG_ALERTS", n);
         let writers = usize::try_from(env_u64("PICKET_BENCH_PG_WRITERS", 2)).unwrap_or(2);
         println!("\nPostgres (schema picket_bench)");
+        let opening = Instant::now();
         let pg: Arc<dyn Store> =
             Arc::new(PgStore::connect_with_schema(&url, "picket_bench").await?);
+        println!(
+            "  connected in {:.1}s (migrations included)",
+            opening.elapsed().as_secs_f64()
+        );
         ensure_filled(&pg, pn, writers).await?;
         let stats = pg.stats().await?;
         println!(
@@ -997,7 +1218,8 @@ async fn main() -> anyhow::Result<()> {
             stats.alerts,
             stats.bytes.unwrap_or(0) as f64 / (1u64 << 30) as f64
         );
-        let rows = time_queries(&pg, stats.alerts, iters).await?;
+        let mut rows = time_queries(&pg, stats.alerts, iters).await?;
+        rows.extend(pg_baselines(&url).await?);
         print_table("Postgres", stats.alerts, &rows);
     } else {
         println!("\nPICKET_TEST_POSTGRES_URL unset: Postgres skipped");

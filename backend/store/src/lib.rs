@@ -34,7 +34,8 @@
 //! **Schema** (same tables and columns in both; see `README.md`):
 //! `alerts` (one row per alert; `row` is an ascending integer key, the tie
 //! break of the list order; the whole event is kept as JSON in `event`),
-//! `alert_techniques` (technique key, `timestamp_ms`, `row`), `notes`,
+//! `alert_techniques` (technique key, `timestamp_ms`, `row`),
+//! `alert_rollup` (alert counts per minute and hour, see below), `notes`,
 //! `devices` (the last heartbeat as JSON), `users`, `sessions` (token
 //! hashes only), `enrollment_tokens` (hashes only), `audit_log`. SQLite adds
 //! `alerts_fts`, a contentless FTS5 table with the `trigram` tokenizer over
@@ -60,6 +61,19 @@
 //! the choice to its
 //! planner. SQLite gets fixed planner statistics (written by migration 2)
 //! so its plans do not depend on when `ANALYZE` last ran.
+//!
+//! **Alert counts.** `alert_rollup` holds the number of alerts per
+//! minute and per hour, level, status and source. The transaction that
+//! inserts, deletes (retention) or re-triages alerts updates it: the
+//! changes are added up in Rust first, then one upsert per key (in key
+//! order, so concurrent Postgres writers cannot deadlock on it); rows that
+//! reach zero are deleted. [`Store::alert_counts`] answers from it when the
+//! filter is only a time range, minimum level, status and/or source and
+//! the bucket is a whole number of minutes: whole hours from the hourly
+//! rows, whole minutes at the range's ends from the per-minute rows, and
+//! the sub-minute ends by a scan, all in one read snapshot. Other filters
+//! (device, rule, technique, text) scan the range through their index.
+//! The migration that adds the table fills it from the stored alerts.
 //!
 //! **Migrations** run at open/connect. SQLite counts them in
 //! `PRAGMA user_version`; Postgres in the `picket_schema_version` table,
@@ -100,14 +114,15 @@
 //!
 //! **Retention** deletes by event time (`timestamp_ms`) and then the
 //! oldest beyond a count, in transactions of 10,000 alerts so ingest keeps
-//! flowing, with their notes, technique keys and search entries; it also
-//! drops expired sessions.
+//! flowing, with their notes, technique keys, search entries and counts;
+//! it also drops expired sessions.
 //!
 //! **Ingest.** One transaction per [`Store::insert_alerts`] call with
 //! cached statements (SQLite: the alert row, its technique keys, the
-//! device's sequence number; the text index follows behind, see above) or
-//! one `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING RETURNING`
-//! per batch (Postgres). Larger batches amortize the commit: the ingest
+//! device's sequence number, the count rollup; the text index follows
+//! behind, see above) or one `INSERT … SELECT FROM unnest(…) ON CONFLICT
+//! DO NOTHING RETURNING` per batch (Postgres), then the technique keys,
+//! sequence numbers and rollup as one statement each. Larger batches amortize the commit: the ingest
 //! passes what it has queued (up to `commit_max_alerts`) in one call. See
 //! `README.md` for measured rates.
 
@@ -120,8 +135,8 @@ pub mod sqlite;
 use async_trait::async_trait;
 use model::{
     Alert, AlertFilter, AlertId, AlertPage, AlertUpdate, AuditEntry, AuditFilter, CountBucket,
-    Cursor, Device, DeviceId, EnrollmentToken, HeartbeatInfo, NewAlert, NewDevice, Note,
-    RetentionReport, Role, Session, StoreStats, TokenRefusal, User,
+    Cursor, Device, DeviceId, EnrollmentToken, HeartbeatInfo, HeartbeatOutcome, NewAlert,
+    NewDevice, Note, RetentionReport, Role, Session, StoreStats, TokenRefusal, User,
 };
 
 /// The stored form of a secret token (session or enrollment): SHA-256, hex.
@@ -183,10 +198,28 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn device(&self, id: &str) -> Result<Option<Device>, StoreError>;
     /// All devices, by id.
     async fn devices(&self) -> Result<Vec<Device>, StoreError>;
+    /// Records the identity a re-enrolled device was issued: its public key
+    /// and the serial of its new certificate, so that revocation names the
+    /// certificate in use. A revoked device is left as it is; the device is
+    /// returned either way (check `revoked_ms`).
+    async fn set_device_identity(
+        &self,
+        id: &str,
+        public_key: &[u8],
+        cert_serial: &str,
+    ) -> Result<Device, StoreError>;
     /// Marks a device revoked at `at_ms` (idempotent: keeps the first time).
     async fn revoke_device(&self, id: &str, at_ms: i64) -> Result<Device, StoreError>;
-    /// Stores a heartbeat and sets `last_seen_ms`.
-    async fn record_heartbeat(&self, id: &str, hb: HeartbeatInfo) -> Result<(), StoreError>;
+    /// Stores a heartbeat and sets `last_seen_ms`, if it is newer than
+    /// the device's last recorded heartbeat
+    /// ([`HeartbeatInfo::is_newer_than`](model::HeartbeatInfo::is_newer_than));
+    /// otherwise changes nothing and says so. The check and the write are
+    /// one transaction, so backends sharing a database agree.
+    async fn record_heartbeat(
+        &self,
+        id: &str,
+        hb: HeartbeatInfo,
+    ) -> Result<HeartbeatOutcome, StoreError>;
     /// Sets `last_seen_ms` (an alert batch arrived).
     async fn touch_device(&self, id: &str, at_ms: i64) -> Result<(), StoreError>;
 
@@ -215,7 +248,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn add_note(&self, id: &AlertId, note: &Note) -> Result<(), StoreError>;
     /// An alert's notes, oldest first.
     async fn notes(&self, id: &AlertId) -> Result<Vec<Note>, StoreError>;
-    /// Counts of alerts matching `filter` per `bucket_ms` and level.
+    /// Counts of alerts matching `filter` per `bucket_ms` and level,
+    /// by bucket start then level, without empty buckets. Read from the
+    /// count rollup when `filter` is only a time range, minimum level,
+    /// status and/or source and `bucket_ms` is a whole number of minutes
+    /// (see the crate docs); otherwise a scan of the range.
     async fn alert_counts(
         &self,
         filter: &AlertFilter,

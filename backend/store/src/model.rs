@@ -230,9 +230,13 @@ pub struct ModuleStatus {
 pub struct HeartbeatInfo {
     /// Heartbeat sequence number (device-local, restarts with picketd).
     pub seq: u64,
+    /// When the device sent it (device clock, ms since the epoch); 0 in
+    /// heartbeats stored before it was recorded.
+    #[serde(default)]
+    pub sent_at_ms: i64,
     /// When the backend received it.
     pub received_ms: i64,
-    /// Device uptime.
+    /// Agent uptime (picketd's run; restarts at 0 with `seq`).
     pub uptime_secs: u64,
     /// Agent version.
     pub agent_version: String,
@@ -252,6 +256,48 @@ pub struct HeartbeatInfo {
     pub cpu_permille: u32,
     /// Resident memory.
     pub rss_bytes: u64,
+}
+
+/// How far a heartbeat's uptime may run ahead of the backend's clock
+/// between two heartbeats of one agent run (delivery delays, whole-second
+/// uptimes).
+pub const HEARTBEAT_UPTIME_SLACK_MS: i64 = 60_000;
+
+impl HeartbeatInfo {
+    /// Whether this heartbeat (just received) is newer than `last`, the
+    /// last one recorded for the device; one that is not is a replay (or a
+    /// copy delivered twice) and must change nothing.
+    ///
+    /// Newer means either
+    /// - the same agent run, later: a higher `seq`, an uptime that did not
+    ///   go back and did not advance more than the backend's own clock
+    ///   between the two receipts (plus [`HEARTBEAT_UPTIME_SLACK_MS`]).
+    ///   This holds whatever the device's wall clock does; or
+    /// - a later device time (`sent_at_ms`): how a restarted agent (its
+    ///   `seq` and uptime start again) is told from a replay of an older
+    ///   run's heartbeat.
+    ///
+    /// So a heartbeat of an earlier run is refused unless the device's clock
+    /// was set back since it was sent.
+    #[must_use]
+    pub fn is_newer_than(&self, last: &HeartbeatInfo) -> bool {
+        let uptime_gain_ms = (i128::from(self.uptime_secs) - i128::from(last.uptime_secs)) * 1_000;
+        let clock_gain_ms = i128::from(self.received_ms) - i128::from(last.received_ms);
+        let same_run_later = self.seq > last.seq
+            && uptime_gain_ms >= 0
+            && uptime_gain_ms <= clock_gain_ms + i128::from(HEARTBEAT_UPTIME_SLACK_MS);
+        same_run_later || self.sent_at_ms > last.sent_at_ms
+    }
+}
+
+/// What [`Store::record_heartbeat`](crate::Store::record_heartbeat) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeartbeatOutcome {
+    /// Stored: the first heartbeat of the device, or newer than the last
+    /// one ([`HeartbeatInfo::is_newer_than`]).
+    Recorded,
+    /// Not newer than the last recorded heartbeat (shown): nothing changed.
+    Stale(Box<HeartbeatInfo>),
 }
 
 /// An enrolled device.

@@ -19,12 +19,14 @@ mod bundles;
 
 use crate::model::{
     Alert, AlertFilter, AlertId, AlertPage, AlertUpdate, AuditEntry, AuditFilter, CountBucket,
-    Cursor, Device, DeviceId, EnrollmentToken, HeartbeatInfo, NewAlert, NewDevice, Note,
-    RetentionReport, Role, Session, StoreStats, TokenRefusal, User,
+    Cursor, Device, DeviceId, EnrollmentToken, HeartbeatInfo, HeartbeatOutcome, NewAlert,
+    NewDevice, Note, RetentionReport, Role, Session, StoreStats, TokenRefusal, User,
 };
 use crate::query::{self, AlertIn, Dialect, Param, RawAlert, RawDevice, ALERT_COLUMNS};
 use crate::{InsertReport, Store, StoreError};
 
+/// The stored status of a new alert.
+const NEW_STATUS: i16 = query::status_code(crate::model::AlertStatus::New);
 /// Connections in the pool.
 const POOL_SIZE: usize = 8;
 /// Alerts deleted per retention transaction.
@@ -128,6 +130,32 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_actor ON audit_log (actor, id);
 ",
     bundles::MIGRATION,
+    r"
+-- Alert counts per minute and per hour (span_ms), level, status and
+-- source, kept by every transaction that adds, deletes or re-triages
+-- alerts, so `alert_counts` reads whole hours and minutes from here and
+-- scans only the sub-minute ends of its range. Rows at zero are deleted.
+CREATE TABLE alert_rollup (
+    span_ms  bigint NOT NULL,
+    start_ms bigint NOT NULL,
+    level    smallint NOT NULL,
+    status   smallint NOT NULL,
+    source   smallint NOT NULL,
+    count    bigint NOT NULL,
+    PRIMARY KEY (span_ms, start_ms, level, status, source)
+);
+-- The alerts already stored (the bound is `query::ROLLUP_MIN_MS`).
+INSERT INTO alert_rollup (span_ms, start_ms, level, status, source, count)
+SELECT 60000, timestamp_ms - (((timestamp_ms % 60000) + 60000) % 60000) AS m,
+       level, status, source, count(*)
+FROM alerts WHERE timestamp_ms >= -9223372036854000000
+GROUP BY m, level, status, source;
+INSERT INTO alert_rollup (span_ms, start_ms, level, status, source, count)
+SELECT 3600000, start_ms - (((start_ms % 3600000) + 3600000) % 3600000) AS h,
+       level, status, source, sum(count)
+FROM alert_rollup WHERE span_ms = 60000
+GROUP BY h, level, status, source;
+",
 ];
 
 /// The PostgreSQL store. Cheap to clone (shared pool).
@@ -218,6 +246,13 @@ impl PgStore {
     }
 
     async fn connect_inner(url: &str, schema: Option<String>) -> Result<Self, StoreError> {
+        let store = Self::pool(url, schema)?;
+        store.migrate_to(MIGRATIONS.len()).await?;
+        Ok(store)
+    }
+
+    /// The store over a new pool, before any migration.
+    fn pool(url: &str, schema: Option<String>) -> Result<Self, StoreError> {
         const OP: &str = "connect";
         let mut cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
             StoreError::Backend(format!("{OP}: {}", pg_msg(&e)))
@@ -237,9 +272,7 @@ impl PgStore {
             .max_size(POOL_SIZE)
             .build()
             .map_err(|e| StoreError::Backend(format!("{OP}: pool: {e}")))?;
-        let store = Self { pool, schema };
-        store.migrate().await?;
-        Ok(store)
+        Ok(Self { pool, schema })
     }
 
     /// The schema the store keeps its tables in, if one was given.
@@ -255,7 +288,8 @@ impl PgStore {
             .map_err(|e| StoreError::Backend(format!("{op}: no connection: {e}")))
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
+    /// Applies the migrations up to `target` (their number).
+    async fn migrate_to(&self, target: usize) -> Result<(), StoreError> {
         const OP: &str = "migrate";
         let mut c = self.client(OP).await?;
         if let Some(s) = &self.schema {
@@ -312,6 +346,7 @@ impl PgStore {
         for (i, m) in MIGRATIONS
             .iter()
             .enumerate()
+            .take(target)
             .skip(usize::try_from(version).unwrap_or(0))
         {
             let n = i32::try_from(i + 1).unwrap_or(i32::MAX);
@@ -469,6 +504,50 @@ async fn get_user(
     .transpose()
 }
 
+/// Applies the rollup changes of a transaction in one upsert, in key
+/// order (so concurrent writers lock the rows in one order and cannot
+/// deadlock); rows that reach zero go.
+async fn apply_rollup(
+    tx: &deadpool_postgres::Transaction<'_>,
+    delta: &query::RollupDelta,
+) -> Result<(), tokio_postgres::Error> {
+    let changes = delta.changes();
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let spans: Vec<i64> = changes.iter().map(|(k, _)| k.span_ms).collect();
+    let starts: Vec<i64> = changes.iter().map(|(k, _)| k.start_ms).collect();
+    let levels: Vec<i16> = changes.iter().map(|(k, _)| k.level).collect();
+    let statuses: Vec<i16> = changes.iter().map(|(k, _)| k.status).collect();
+    let sources: Vec<i16> = changes.iter().map(|(k, _)| k.source).collect();
+    let ns: Vec<i64> = changes.iter().map(|(_, n)| *n).collect();
+    let up = tx
+        .prepare_cached(
+            "INSERT INTO alert_rollup (span_ms, start_ms, level, status, source, count) \
+             SELECT * FROM unnest($1::int8[], $2::int8[], $3::int2[], $4::int2[], $5::int2[], \
+             $6::int8[]) AS d(span_ms, start_ms, level, status, source, count) \
+             ORDER BY span_ms, start_ms, level, status, source \
+             ON CONFLICT (span_ms, start_ms, level, status, source) \
+             DO UPDATE SET count = alert_rollup.count + excluded.count",
+        )
+        .await?;
+    tx.execute(&up, &[&spans, &starts, &levels, &statuses, &sources, &ns])
+        .await?;
+    if ns.iter().any(|n| *n < 0) {
+        let del = tx
+            .prepare_cached(
+                "DELETE FROM alert_rollup r USING unnest($1::int8[], $2::int8[], $3::int2[], \
+                 $4::int2[], $5::int2[]) AS d(span_ms, start_ms, level, status, source) \
+                 WHERE r.span_ms = d.span_ms AND r.start_ms = d.start_ms AND r.level = d.level \
+                 AND r.status = d.status AND r.source = d.source AND r.count <= 0",
+            )
+            .await?;
+        tx.execute(&del, &[&spans, &starts, &levels, &statuses, &sources])
+            .await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn insert_device(&self, device: NewDevice) -> Result<Device, StoreError> {
@@ -524,6 +603,29 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn set_device_identity(
+        &self,
+        id: &str,
+        public_key: &[u8],
+        cert_serial: &str,
+    ) -> Result<Device, StoreError> {
+        const OP: &str = "set_device_identity";
+        let c = self.client(OP).await?;
+        c.execute(
+            "UPDATE devices SET public_key = $2, cert_serial = $3 \
+             WHERE id = $1 AND revoked_ms IS NULL",
+            &[&id, &public_key, &cert_serial],
+        )
+        .await
+        .map_err(be(OP))?;
+        get_device(&**c, OP, id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "device",
+                id: id.to_owned(),
+            })
+    }
+
     async fn revoke_device(&self, id: &str, at_ms: i64) -> Result<Device, StoreError> {
         const OP: &str = "revoke_device";
         let c = self.client(OP).await?;
@@ -541,26 +643,48 @@ impl Store for PgStore {
             })
     }
 
-    async fn record_heartbeat(&self, id: &str, hb: HeartbeatInfo) -> Result<(), StoreError> {
+    async fn record_heartbeat(
+        &self,
+        id: &str,
+        hb: HeartbeatInfo,
+    ) -> Result<HeartbeatOutcome, StoreError> {
         const OP: &str = "record_heartbeat";
         let json = serde_json::to_value(&hb)
             .map_err(|e| StoreError::Backend(format!("{OP}: device {id}: {e}")))?;
-        let c = self.client(OP).await?;
-        let n = c
-            .execute(
-                "UPDATE devices SET heartbeat = $2, last_seen_ms = greatest(last_seen_ms, $3) \
-                 WHERE id = $1",
-                &[&id, &tokio_postgres::types::Json(&json), &hb.received_ms],
+        let mut c = self.client(OP).await?;
+        let tx = c.transaction().await.map_err(be(OP))?;
+        // The row lock orders concurrent heartbeats of one device (several
+        // ingest replicas): each is checked against the one before it.
+        let Some(row) = tx
+            .query_opt(
+                "SELECT heartbeat::text FROM devices WHERE id = $1 FOR UPDATE",
+                &[&id],
             )
             .await
-            .map_err(be(OP))?;
-        if n == 0 {
+            .map_err(be(OP))?
+        else {
             return Err(StoreError::NotFound {
                 what: "device",
                 id: id.to_owned(),
             });
+        };
+        let last: Option<String> = row.try_get(0).map_err(be(OP))?;
+        // A damaged stored heartbeat must not block the device's
+        // heartbeats forever: it counts as none.
+        if let Some(last) = last.and_then(|j| serde_json::from_str::<HeartbeatInfo>(&j).ok()) {
+            if !hb.is_newer_than(&last) {
+                return Ok(HeartbeatOutcome::Stale(Box::new(last)));
+            }
         }
-        Ok(())
+        tx.execute(
+            "UPDATE devices SET heartbeat = $2, last_seen_ms = greatest(last_seen_ms, $3) \
+             WHERE id = $1",
+            &[&id, &tokio_postgres::types::Json(&json), &hb.received_ms],
+        )
+        .await
+        .map_err(be(OP))?;
+        tx.commit().await.map_err(be(OP))?;
+        Ok(HeartbeatOutcome::Recorded)
     }
 
     async fn touch_device(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
@@ -648,10 +772,12 @@ impl Store for PgStore {
 
         let by_id: HashMap<&str, &AlertIn> = rows.iter().map(|a| (a.id.as_str(), a)).collect();
         let (mut k_tech, mut k_ts, mut k_row) = (Vec::new(), Vec::new(), Vec::new());
+        let mut rollup = query::RollupDelta::default();
         for r in &inserted {
             let row: i64 = r.try_get(0).map_err(be(OP))?;
             let id: &str = r.try_get(1).map_err(be(OP))?;
             if let Some(a) = by_id.get(id) {
+                rollup.add(a.timestamp_ms, a.level, NEW_STATUS, a.source, 1);
                 for k in &a.keys {
                     k_tech.push(k.as_str());
                     k_ts.push(a.timestamp_ms);
@@ -693,6 +819,9 @@ impl Store for PgStore {
         tx.execute(&stmt, &[&d_ids, &d_seqs])
             .await
             .map_err(be(OP))?;
+        // Last: the rollup's current rows are the ones concurrent batches
+        // share, so their locks are held for the shortest time.
+        apply_rollup(&tx, &rollup).await.map_err(be(OP))?;
         tx.commit().await.map_err(be(OP))?;
         let inserted = inserted.len() as u64;
         Ok(InsertReport {
@@ -761,24 +890,45 @@ impl Store for PgStore {
             Some(a) => (true, a.clone()),
             None => (false, None),
         };
-        let c = self.client(OP).await?;
-        let n = c
-            .execute(
-                "UPDATE alerts SET status = coalesce($2, status), \
-                 assignee = CASE WHEN $3 THEN $4 ELSE assignee END, updated_ms = $5 \
-                 WHERE id = $1",
-                &[id, &status, &set_assignee, &assignee, &at_ms],
-            )
-            .await
-            .map_err(be(OP))?;
         let not_found = || StoreError::NotFound {
             what: "alert",
             id: id.clone(),
         };
-        if n == 0 {
+        let mut c = self.client(OP).await?;
+        let tx = c.transaction().await.map_err(be(OP))?;
+        let Some(before) = tx
+            .query_opt(
+                "SELECT timestamp_ms, level, status, source FROM alerts WHERE id = $1 FOR UPDATE",
+                &[id],
+            )
+            .await
+            .map_err(be(OP))?
+        else {
             return Err(not_found());
+        };
+        let (ts, level, old_status, source): (i64, i16, i16, i16) = (
+            before.try_get(0).map_err(be(OP))?,
+            before.try_get(1).map_err(be(OP))?,
+            before.try_get(2).map_err(be(OP))?,
+            before.try_get(3).map_err(be(OP))?,
+        );
+        tx.execute(
+            "UPDATE alerts SET status = coalesce($2, status), \
+             assignee = CASE WHEN $3 THEN $4 ELSE assignee END, updated_ms = $5 \
+             WHERE id = $1",
+            &[id, &status, &set_assignee, &assignee, &at_ms],
+        )
+        .await
+        .map_err(be(OP))?;
+        if let Some(new_status) = status.filter(|s| *s != old_status) {
+            let mut rollup = query::RollupDelta::default();
+            rollup.add(ts, level, old_status, source, -1);
+            rollup.add(ts, level, new_status, source, 1);
+            apply_rollup(&tx, &rollup).await.map_err(be(OP))?;
         }
-        get_alert(&**c, OP, id).await?.ok_or_else(not_found)
+        let alert = get_alert(&*tx, OP, id).await?;
+        tx.commit().await.map_err(be(OP))?;
+        alert.ok_or_else(not_found)
     }
 
     async fn add_note(&self, id: &AlertId, note: &Note) -> Result<(), StoreError> {
@@ -829,19 +979,45 @@ impl Store for PgStore {
     ) -> Result<Vec<CountBucket>, StoreError> {
         const OP: &str = "alert_counts";
         query::check_bucket(bucket_ms)?;
-        let built = query::count_query(Dialect::Postgres, filter, bucket_ms, query::TextPlan::Scan);
-        let c = self.client(OP).await?;
-        c.query(&built.sql, &to_sql(&built.params))
+        let scan = |f: &AlertFilter| {
+            query::count_query(Dialect::Postgres, f, bucket_ms, query::TextPlan::Scan)
+        };
+        let built: Vec<query::Built> = match query::count_plan(filter, bucket_ms) {
+            None => vec![scan(filter)],
+            Some(parts) => parts
+                .into_iter()
+                .map(|part| match part {
+                    query::CountPart::Rollup { span_ms, lo, hi } => {
+                        query::rollup_query(Dialect::Postgres, filter, span_ms, lo, hi, bucket_ms)
+                    }
+                    query::CountPart::Scan { lo, hi } => scan(&AlertFilter {
+                        since_ms: lo,
+                        until_ms: hi,
+                        ..filter.clone()
+                    }),
+                })
+                .collect(),
+        };
+        let mut c = self.client(OP).await?;
+        // REPEATABLE READ: the rollup and the scanned ends are one snapshot.
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
             .await
-            .map_err(be(OP))?
-            .iter()
-            .map(|r| {
-                let b: i64 = r.try_get(0).map_err(be(OP))?;
+            .map_err(be(OP))?;
+        let mut rows = Vec::new();
+        for b in built {
+            for r in tx.query(&b.sql, &to_sql(&b.params)).await.map_err(be(OP))? {
+                let bucket: i64 = r.try_get(0).map_err(be(OP))?;
                 let l: i16 = r.try_get(1).map_err(be(OP))?;
                 let n: i64 = r.try_get(2).map_err(be(OP))?;
-                query::count_bucket(b, i64::from(l), n)
-            })
-            .collect()
+                rows.push((bucket, i64::from(l), n));
+            }
+        }
+        tx.commit().await.map_err(be(OP))?;
+        query::merge_counts(rows)
     }
 
     async fn create_user(
@@ -1286,13 +1462,14 @@ impl PgStore {
         let tx = c.transaction().await.map_err(be(OP))?;
         let victims = tx
             .query(
-                "SELECT row, id, timestamp_ms, techniques FROM alerts WHERE timestamp_ms < $1 \
-                 ORDER BY timestamp_ms, row LIMIT $2 FOR UPDATE",
+                "SELECT row, id, timestamp_ms, techniques, level, status, source FROM alerts \
+                 WHERE timestamp_ms < $1 ORDER BY timestamp_ms, row LIMIT $2 FOR UPDATE",
                 &[&before_ms, &limit],
             )
             .await
             .map_err(be(OP))?;
         let (mut rows, mut ids) = (Vec::new(), Vec::new());
+        let mut rollup = query::RollupDelta::default();
         let (mut k_tech, mut k_ts, mut k_row, mut scan_rows) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for v in &victims {
@@ -1300,6 +1477,13 @@ impl PgStore {
             let id: String = v.try_get(1).map_err(be(OP))?;
             let ts: i64 = v.try_get(2).map_err(be(OP))?;
             let techniques: String = v.try_get(3).map_err(be(OP))?;
+            rollup.add(
+                ts,
+                v.try_get(4).map_err(be(OP))?,
+                v.try_get(5).map_err(be(OP))?,
+                v.try_get(6).map_err(be(OP))?,
+                -1,
+            );
             match serde_json::from_str::<Vec<String>>(&techniques) {
                 Ok(t) => {
                     for k in query::technique_keys(&t) {
@@ -1336,7 +1520,50 @@ impl PgStore {
             .await
             .map_err(be(OP))?;
         }
+        apply_rollup(&tx, &rollup).await.map_err(be(OP))?;
         tx.commit().await.map_err(be(OP))?;
         Ok(victims.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database from before the count rollup gets it filled from the
+    /// alerts it already holds (statuses included). Needs
+    /// `PICKET_TEST_POSTGRES_URL` (skipped without it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rollup_migration_backfills_stored_alerts() {
+        let Ok(url) = std::env::var("PICKET_TEST_POSTGRES_URL") else {
+            eprintln!(
+                "notice: PICKET_TEST_POSTGRES_URL unset, skipping the Postgres backfill test"
+            );
+            return;
+        };
+        let schema = format!("picket_unit_backfill_{}", std::process::id());
+        let before = MIGRATIONS
+            .iter()
+            .position(|m| m.contains("CREATE TABLE alert_rollup"))
+            .expect("rollup migration");
+        let store = PgStore::pool(&url, Some(schema.clone())).expect("pool");
+        store.migrate_to(before).await.expect("old schema");
+        let c = store.client("test").await.expect("client");
+        c.batch_execute(
+            "INSERT INTO alerts (id, device_id, seq, timestamp_ms, received_ms, level, source, \
+             rule_id, rule_title, techniques, event, status, updated_ms) \
+             SELECT lpad(to_hex(i), 32, '0'), 'd', i, \
+             CASE WHEN i < 3 THEN -1000 * i - 1 ELSE 1699988400000 + i * 7919 END, \
+             0, i % 5, i % 4, 'r', 'R', '[]', '{}', i % 3, 0 FROM generate_series(0, 4999) AS i",
+        )
+        .await
+        .expect("old alerts");
+        drop(c);
+        store.migrate_to(MIGRATIONS.len()).await.expect("migrate");
+        crate::query::tests::assert_counts_match_scan(&store).await;
+        let c = store.client("test").await.expect("client");
+        c.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .expect("drop schema");
     }
 }

@@ -20,8 +20,8 @@ mod bundles;
 
 use crate::model::{
     Alert, AlertFilter, AlertId, AlertPage, AlertUpdate, AuditEntry, AuditFilter, CountBucket,
-    Cursor, Device, DeviceId, EnrollmentToken, HeartbeatInfo, NewAlert, NewDevice, Note,
-    RetentionReport, Role, Session, StoreStats, TokenRefusal, User,
+    Cursor, Device, DeviceId, EnrollmentToken, HeartbeatInfo, HeartbeatOutcome, NewAlert,
+    NewDevice, Note, RetentionReport, Role, Session, StoreStats, TokenRefusal, User,
 };
 use crate::query::{
     self, AlertIn, Dialect, Param, RawAlert, RawDevice, ALERT_COLUMNS, DEVICE_COLUMNS,
@@ -44,6 +44,9 @@ const WRITER_AUTOCHECKPOINT_PAGES: i64 = 65_536;
 /// transaction: small enough that an ingest commit waits at most tens of
 /// milliseconds for the writer, large enough to amortize the segment flush.
 const INDEX_CHUNK: i64 = 8_192;
+
+/// The stored status of a new alert.
+const NEW_STATUS: i16 = query::status_code(crate::model::AlertStatus::New);
 
 /// Schema migrations; `PRAGMA user_version` is the number applied.
 const MIGRATIONS: &[&str] = &[
@@ -170,6 +173,32 @@ CREATE TABLE search_state (
 INSERT INTO search_state (id, indexed_row) SELECT 0, coalesce(max(row), 0) FROM alerts;
 ",
     bundles::MIGRATION,
+    r"
+-- Alert counts per minute and per hour (span_ms), level, status and
+-- source, kept by every transaction that adds, deletes or re-triages
+-- alerts, so `alert_counts` reads whole hours and minutes from here and
+-- scans only the sub-minute ends of its range. Rows at zero are deleted.
+CREATE TABLE alert_rollup (
+    span_ms  INTEGER NOT NULL,
+    start_ms INTEGER NOT NULL,
+    level    INTEGER NOT NULL,
+    status   INTEGER NOT NULL,
+    source   INTEGER NOT NULL,
+    count    INTEGER NOT NULL,
+    PRIMARY KEY (span_ms, start_ms, level, status, source)
+) WITHOUT ROWID;
+-- The alerts already stored (the bound is `query::ROLLUP_MIN_MS`).
+INSERT INTO alert_rollup (span_ms, start_ms, level, status, source, count)
+SELECT 60000, timestamp_ms - (((timestamp_ms % 60000) + 60000) % 60000) AS m,
+       level, status, source, count(*)
+FROM alerts WHERE timestamp_ms >= -9223372036854000000
+GROUP BY m, level, status, source;
+INSERT INTO alert_rollup (span_ms, start_ms, level, status, source, count)
+SELECT 3600000, start_ms - (((start_ms % 3600000) + 3600000) % 3600000) AS h,
+       level, status, source, sum(count)
+FROM alert_rollup WHERE span_ms = 60000
+GROUP BY h, level, status, source;
+",
 ];
 
 /// How [`SqliteStore::open_with`] opens the database.
@@ -493,6 +522,11 @@ fn configure(
 }
 
 fn migrate(c: &Connection, op: &str) -> Result<(), StoreError> {
+    migrate_to(c, op, MIGRATIONS.len())
+}
+
+/// Applies the migrations up to `target` (their number).
+fn migrate_to(c: &Connection, op: &str, target: usize) -> Result<(), StoreError> {
     let version: i64 = c
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(be(op))?;
@@ -505,6 +539,7 @@ fn migrate(c: &Connection, op: &str) -> Result<(), StoreError> {
     for (i, m) in MIGRATIONS
         .iter()
         .enumerate()
+        .take(target)
         .skip(usize::try_from(version).unwrap_or(0))
     {
         let tx = c.unchecked_transaction().map_err(be(op))?;
@@ -671,6 +706,35 @@ fn index_search(c: &Connection, max: i64) -> rusqlite::Result<i64> {
     Ok(top - upto)
 }
 
+/// Applies the rollup changes of a transaction, one upsert per key;
+/// rows that reach zero go.
+fn apply_rollup(c: &Connection, delta: &query::RollupDelta) -> rusqlite::Result<()> {
+    let changes = delta.changes();
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut up = c.prepare_cached(
+        "INSERT INTO alert_rollup (span_ms, start_ms, level, status, source, count) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+         ON CONFLICT (span_ms, start_ms, level, status, source) \
+         DO UPDATE SET count = count + excluded.count RETURNING count",
+    )?;
+    let mut del = c.prepare_cached(
+        "DELETE FROM alert_rollup WHERE span_ms = ?1 AND start_ms = ?2 AND level = ?3 \
+         AND status = ?4 AND source = ?5",
+    )?;
+    for (k, n) in changes {
+        let left: i64 = up.query_row(
+            params![k.span_ms, k.start_ms, k.level, k.status, k.source, n],
+            |r| r.get(0),
+        )?;
+        if left <= 0 {
+            del.execute(params![k.span_ms, k.start_ms, k.level, k.status, k.source])?;
+        }
+    }
+    Ok(())
+}
+
 /// The checkpointer: every [`CHECKPOINT_EVERY`], a `PASSIVE` checkpoint on
 /// its own connection (it never blocks the writer or the readers; with
 /// nothing new in the WAL it does nothing). Ends with the store.
@@ -746,15 +810,18 @@ fn delete_oldest(
     let indexed_row: i64 = tx
         .query_row("SELECT indexed_row FROM search_state", [], |r| r.get(0))
         .map_err(be(OP))?;
+    let mut rollup = query::RollupDelta::default();
     let victims: Vec<(i64, String, i64, String)> = {
         let mut s = tx
             .prepare_cached(
-                "SELECT row, id, timestamp_ms, techniques FROM alerts \
+                "SELECT row, id, timestamp_ms, techniques, level, status, source FROM alerts \
                  WHERE timestamp_ms < ?1 ORDER BY timestamp_ms, row LIMIT ?2",
             )
             .map_err(be(OP))?;
         s.query_map(params![before_ms.unwrap_or(i64::MAX), limit], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            let ts = r.get(2)?;
+            rollup.add_stored(ts, r.get(4)?, r.get(5)?, r.get(6)?, -1);
+            Ok((r.get(0)?, r.get(1)?, ts, r.get(3)?))
         })
         .and_then(Iterator::collect)
         .map_err(be(OP))?
@@ -797,6 +864,7 @@ fn delete_oldest(
             }
         }
     }
+    apply_rollup(&tx, &rollup).map_err(be(OP))?;
     // Deleting the newest rows lets SQLite hand their row numbers out
     // again: they must not count as indexed then.
     tx.execute(
@@ -868,6 +936,28 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_device_identity(
+        &self,
+        id: &str,
+        public_key: &[u8],
+        cert_serial: &str,
+    ) -> Result<Device, StoreError> {
+        const OP: &str = "set_device_identity";
+        let id = id.to_owned();
+        let public_key = public_key.to_vec();
+        let cert_serial = cert_serial.to_owned();
+        self.write(OP, move |c| {
+            c.execute(
+                "UPDATE devices SET public_key = ?2, cert_serial = ?3 \
+                 WHERE id = ?1 AND revoked_ms IS NULL",
+                params![id, public_key, cert_serial],
+            )
+            .map_err(be(OP))?;
+            get_device(c, OP, &id)?.ok_or(StoreError::NotFound { what: "device", id })
+        })
+        .await
+    }
+
     async fn revoke_device(&self, id: &str, at_ms: i64) -> Result<Device, StoreError> {
         let id = id.to_owned();
         self.write("revoke_device", move |c| {
@@ -882,23 +972,45 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_heartbeat(&self, id: &str, hb: HeartbeatInfo) -> Result<(), StoreError> {
+    async fn record_heartbeat(
+        &self,
+        id: &str,
+        hb: HeartbeatInfo,
+    ) -> Result<HeartbeatOutcome, StoreError> {
         const OP: &str = "record_heartbeat";
         let id = id.to_owned();
         let json = serde_json::to_string(&hb)
             .map_err(|e| StoreError::Backend(format!("{OP}: device {id}: {e}")))?;
         self.write(OP, move |c| {
-            let n = c
-                .execute(
-                    "UPDATE devices SET heartbeat = ?2, \
-                     last_seen_ms = max(coalesce(last_seen_ms, ?3), ?3) WHERE id = ?1",
-                    params![id, json, hb.received_ms],
-                )
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(be(OP))?;
-            if n == 0 {
+            let last: Option<Option<String>> = tx
+                .query_row(
+                    "SELECT heartbeat FROM devices WHERE id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(be(OP))?;
+            let Some(last) = last else {
                 return Err(StoreError::NotFound { what: "device", id });
+            };
+            // A damaged stored heartbeat must not block the device's
+            // heartbeats forever: it counts as none.
+            if let Some(last) = last.and_then(|j| serde_json::from_str::<HeartbeatInfo>(&j).ok()) {
+                if !hb.is_newer_than(&last) {
+                    return Ok(HeartbeatOutcome::Stale(Box::new(last)));
+                }
             }
-            Ok(())
+            tx.execute(
+                "UPDATE devices SET heartbeat = ?2, \
+                 last_seen_ms = max(coalesce(last_seen_ms, ?3), ?3) WHERE id = ?1",
+                params![id, json, hb.received_ms],
+            )
+            .map_err(be(OP))?;
+            tx.commit().map_err(be(OP))?;
+            Ok(HeartbeatOutcome::Recorded)
         })
         .await
     }
@@ -953,6 +1065,7 @@ impl Store for SqliteStore {
                     )
                     .map_err(be(OP))?;
                 let mut max_seq: BTreeMap<&str, i64> = BTreeMap::new();
+                let mut rollup = query::RollupDelta::default();
                 for a in &rows {
                     let seq = max_seq.entry(a.device_id.as_str()).or_insert(a.seq);
                     *seq = (*seq).max(a.seq);
@@ -979,6 +1092,7 @@ impl Store for SqliteStore {
                         continue;
                     }
                     report.inserted += 1;
+                    rollup.add(a.timestamp_ms, a.level, NEW_STATUS, a.source, 1);
                     let row = tx.last_insert_rowid();
                     for k in &a.keys {
                         key.execute(params![k, a.timestamp_ms, row]).map_err(be(OP))?;
@@ -992,6 +1106,7 @@ impl Store for SqliteStore {
                 for (d, s) in max_seq {
                     dev.execute(params![d, s]).map_err(be(OP))?;
                 }
+                apply_rollup(&tx, &rollup).map_err(be(OP))?;
             }
             // The search index may lag by `search_lag` alerts; beyond that
             // this transaction indexes the excess itself, so the lag (and
@@ -1085,18 +1200,36 @@ impl Store for SqliteStore {
             None => (false, None),
         };
         self.write(OP, move |c| {
-            let n = c
-                .execute(
-                    "UPDATE alerts SET status = coalesce(?2, status), \
-                     assignee = CASE WHEN ?3 THEN ?4 ELSE assignee END, updated_ms = ?5 \
-                     WHERE id = ?1",
-                    params![id, status, set_assignee, assignee, at_ms],
-                )
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(be(OP))?;
-            if n == 0 {
+            let before: Option<(i64, i64, i64, i64)> = tx
+                .query_row(
+                    "SELECT timestamp_ms, level, status, source FROM alerts WHERE id = ?1",
+                    params![id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()
+                .map_err(be(OP))?;
+            let Some((ts, level, old_status, source)) = before else {
                 return Err(StoreError::NotFound { what: "alert", id });
+            };
+            tx.execute(
+                "UPDATE alerts SET status = coalesce(?2, status), \
+                 assignee = CASE WHEN ?3 THEN ?4 ELSE assignee END, updated_ms = ?5 \
+                 WHERE id = ?1",
+                params![id, status, set_assignee, assignee, at_ms],
+            )
+            .map_err(be(OP))?;
+            if let Some(new_status) = status.filter(|s| i64::from(*s) != old_status) {
+                let mut rollup = query::RollupDelta::default();
+                rollup.add_stored(ts, level, old_status, source, -1);
+                rollup.add_stored(ts, level, i64::from(new_status), source, 1);
+                apply_rollup(&tx, &rollup).map_err(be(OP))?;
             }
-            get_alert(c, OP, &id)?.ok_or(StoreError::NotFound { what: "alert", id })
+            let alert = get_alert(&tx, OP, &id)?;
+            tx.commit().map_err(be(OP))?;
+            alert.ok_or(StoreError::NotFound { what: "alert", id })
         })
         .await
     }
@@ -1158,25 +1291,55 @@ impl Store for SqliteStore {
         query::check_bucket(bucket_ms)?;
         let filter = filter.clone();
         self.read(OP, move |c| {
+            // One read transaction: the rollup and the scanned ends are
+            // one snapshot.
             let tx = c.transaction().map_err(be(OP))?;
             let indexed_row = indexed_row(&tx, OP)?;
-            let built = query::count_query(
-                Dialect::Sqlite,
-                &filter,
-                bucket_ms,
-                query::TextPlan::Index { indexed_row },
-            );
-            let mut s = tx.prepare_cached(&built.sql).map_err(be(OP))?;
-            let values = to_values(built.params);
-            let rows: Vec<(i64, i64, i64)> = s
-                .query_map(rusqlite::params_from_iter(values.iter()), |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .and_then(Iterator::collect)
-                .map_err(be(OP))?;
-            rows.into_iter()
-                .map(|(b, l, n)| query::count_bucket(b, l, n))
-                .collect()
+            let text_plan = query::TextPlan::Index { indexed_row };
+            let mut built = Vec::new();
+            match query::count_plan(&filter, bucket_ms) {
+                None => built.push(query::count_query(
+                    Dialect::Sqlite,
+                    &filter,
+                    bucket_ms,
+                    text_plan,
+                )),
+                Some(parts) => {
+                    for part in parts {
+                        built.push(match part {
+                            query::CountPart::Rollup { span_ms, lo, hi } => query::rollup_query(
+                                Dialect::Sqlite,
+                                &filter,
+                                span_ms,
+                                lo,
+                                hi,
+                                bucket_ms,
+                            ),
+                            query::CountPart::Scan { lo, hi } => {
+                                let f = AlertFilter {
+                                    since_ms: lo,
+                                    until_ms: hi,
+                                    ..filter.clone()
+                                };
+                                query::count_query(Dialect::Sqlite, &f, bucket_ms, text_plan)
+                            }
+                        });
+                    }
+                }
+            }
+            let mut rows: Vec<(i64, i64, i64)> = Vec::new();
+            for b in built {
+                let mut s = tx.prepare_cached(&b.sql).map_err(be(OP))?;
+                let values = to_values(b.params);
+                let part = s
+                    .query_map(rusqlite::params_from_iter(values.iter()), |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                    .map_err(be(OP))?;
+                rows.extend(part);
+            }
+            query::merge_counts(rows)
         })
         .await
     }
@@ -1655,5 +1818,40 @@ impl Store for SqliteStore {
 
     async fn device_groups(&self) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
         self.device_groups_impl().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database from before the count rollup gets it filled from the
+    /// alerts it already holds (statuses included).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rollup_migration_backfills_stored_alerts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.db");
+        let before = MIGRATIONS
+            .iter()
+            .position(|m| m.contains("CREATE TABLE alert_rollup"))
+            .expect("rollup migration");
+        {
+            let c = Connection::open(&path).expect("open");
+            configure(&c, "test", Conn::Writer, SqliteOptions::default()).expect("configure");
+            migrate_to(&c, "test", before).expect("old schema");
+            // 5,000 alerts 7.9 s apart from 3 hours before an hour edge
+            // (11 hours), and a few before 1970.
+            c.execute_batch(
+                "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 4999) \
+                 INSERT INTO alerts (id, device_id, seq, timestamp_ms, received_ms, level, \
+                 source, rule_id, rule_title, techniques, event, status, updated_ms) \
+                 SELECT printf('%032x', i), 'd', i, \
+                 CASE WHEN i < 3 THEN -1000 * i - 1 ELSE 1699988400000 + i * 7919 END, \
+                 0, i % 5, i % 4, 'r', 'R', '[]', '{}', i % 3, 0 FROM n",
+            )
+            .expect("old alerts");
+        }
+        let store = SqliteStore::open(&path).expect("migrate");
+        crate::query::tests::assert_counts_match_scan(&store).await;
     }
 }

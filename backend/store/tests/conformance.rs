@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use picket_store::model::{
     AlertFilter, AlertSource, AlertStatus, AlertUpdate, AuditEntry, AuditFilter, Cursor,
-    HeartbeatInfo, Level, ModuleStatus, NewAlert, NewDevice, Note, Role, Session, TokenRefusal,
+    HeartbeatInfo, HeartbeatOutcome, Level, ModuleStatus, NewAlert, NewDevice, Note, Role, Session,
+    TokenRefusal,
 };
 use picket_store::postgres::PgStore;
 use picket_store::sqlite::SqliteStore;
@@ -147,6 +148,8 @@ macro_rules! conformance {
 conformance!(
     devices_lifecycle,
     heartbeat_and_touch,
+    heartbeat_replays_change_nothing,
+    device_identity_follows_reenrollment,
     insert_dedupes_and_roundtrips,
     pagination_has_no_gaps_or_duplicates,
     filters_match_model,
@@ -154,6 +157,7 @@ conformance!(
     text_search_is_case_insensitive_substring,
     workflow_and_notes,
     alert_counts_by_bucket_and_level,
+    alert_count_rollup_equals_scan,
     users,
     sessions_expire,
     tokens_refusals,
@@ -324,6 +328,7 @@ async fn devices_lifecycle(h: &Harness) {
 fn heartbeat(received_ms: i64) -> HeartbeatInfo {
     HeartbeatInfo {
         seq: 7,
+        sent_at_ms: 5_000,
         received_ms,
         uptime_secs: 3_600,
         agent_version: "1.2.4".into(),
@@ -378,6 +383,94 @@ async fn heartbeat_and_touch(h: &Harness) {
         s.record_heartbeat("nope", heartbeat(1)).await,
         Err(StoreError::NotFound { what: "device", .. })
     ));
+}
+
+async fn device_identity_follows_reenrollment(h: &Harness) {
+    let s = &*h.store;
+    let d = s.insert_device(device(1)).await.expect("insert");
+    let updated = s
+        .set_device_identity(&d.id, &[9; 32], "00c0ffee")
+        .await
+        .expect("set identity");
+    assert_eq!(
+        (updated.public_key.as_slice(), updated.cert_serial.as_str()),
+        (&[9u8; 32][..], "00c0ffee")
+    );
+    assert_eq!(s.device(&d.id).await.expect("get"), Some(updated.clone()));
+    // Revocation then names the current certificate.
+    let revoked = s.revoke_device(&d.id, 5).await.expect("revoke");
+    assert_eq!(revoked.cert_serial, "00c0ffee");
+    // A revoked device keeps the identity it was revoked with.
+    let after = s
+        .set_device_identity(&d.id, &[7; 32], "0bad")
+        .await
+        .expect("set identity");
+    assert_eq!(after, revoked);
+    assert!(matches!(
+        s.set_device_identity("nope", &[1; 32], "01").await,
+        Err(StoreError::NotFound { what: "device", .. })
+    ));
+}
+
+async fn heartbeat_replays_change_nothing(h: &Harness) {
+    let s = &*h.store;
+    let id = s.insert_device(device(0)).await.expect("insert").id;
+    let hb = |seq: u64, sent_at_ms: i64, received_ms: i64, uptime_secs: u64| HeartbeatInfo {
+        seq,
+        sent_at_ms,
+        received_ms,
+        uptime_secs,
+        ..heartbeat(0)
+    };
+    let id = &id;
+    let record = |h: HeartbeatInfo| async move { s.record_heartbeat(id, h).await.expect("hb") };
+    assert_eq!(
+        record(hb(7, 5_000, 10_000, 3_600)).await,
+        HeartbeatOutcome::Recorded
+    );
+    let before = s.device(id).await.expect("get").expect("exists");
+    for (what, replay) in [
+        ("the same again", hb(7, 5_000, 40_000, 3_600)),
+        ("an older one of the run", hb(6, 4_000, 40_000, 3_570)),
+        ("seq up, uptime back", hb(8, 4_000, 40_000, 3_500)),
+        (
+            "uptime ahead of the clock",
+            hb(8, 4_000, 40_000, 3_600 + 200),
+        ),
+        ("hostile uptime", hb(9, 0, 40_000, u64::MAX)),
+    ] {
+        match record(replay).await {
+            HeartbeatOutcome::Stale(last) => {
+                assert_eq!(*last, hb(7, 5_000, 10_000, 3_600), "{what}");
+            }
+            HeartbeatOutcome::Recorded => panic!("{what}: recorded"),
+        }
+        assert_eq!(
+            s.device(id).await.expect("get").expect("exists"),
+            before,
+            "{what}"
+        );
+    }
+    // Later in the run: stored, even when the device clock went back.
+    assert_eq!(
+        record(hb(8, 1_000, 40_000, 3_630)).await,
+        HeartbeatOutcome::Recorded
+    );
+    // A restart (seq and uptime again from the start) with a later clock.
+    assert_eq!(
+        record(hb(1, 9_000, 70_000, 3)).await,
+        HeartbeatOutcome::Recorded
+    );
+    // The earlier run's heartbeats, replayed: refused.
+    for old in [hb(8, 1_000, 100_000, 3_630), hb(9, 4_500, 100_000, 3_660)] {
+        assert!(matches!(record(old).await, HeartbeatOutcome::Stale(_)));
+    }
+    let d = s.device(id).await.expect("get").expect("exists");
+    assert_eq!(
+        d.heartbeat.map(|h| (h.seq, h.received_ms)),
+        Some((1, 70_000))
+    );
+    assert_eq!(d.last_seen_ms, Some(70_000));
 }
 
 async fn insert_dedupes_and_roundtrips(h: &Harness) {
@@ -869,6 +962,184 @@ async fn alert_counts_by_bucket_and_level(h: &Harness) {
         s.alert_counts(&AlertFilter::default(), 0).await,
         Err(StoreError::Backend(m)) if m.contains("alert_counts")
     ));
+}
+
+/// `alert_counts(f, bucket)` by a scan: 1 s buckets are never answered
+/// from the rollup (not a whole number of minutes), folded into `bucket`.
+async fn counts_by_scan(s: &dyn Store, f: &AlertFilter, bucket: i64) -> Vec<(i64, Level, u64)> {
+    let mut sums = std::collections::BTreeMap::new();
+    for c in s.alert_counts(f, 1_000).await.expect("scan counts") {
+        *sums
+            .entry((c.start_ms.div_euclid(bucket) * bucket, c.level))
+            .or_insert(0) += c.count;
+    }
+    sums.into_iter().map(|((b, l), n)| (b, l, n)).collect()
+}
+
+/// Every filter and range the rollup answers gives the scan's answer.
+async fn assert_rollup_matches_scan(s: &dyn Store, phase: &str) {
+    const H: i64 = 3_600_000;
+    const M: i64 = 60_000;
+    let t = COUNT_T0;
+    let sinces = [
+        None,
+        Some(t + H),
+        Some(t + H + 1),
+        Some(t + H + M),
+        Some(t + 2 * H - 1),
+        Some(-H - 1),
+    ];
+    let untils = [
+        None,
+        Some(t + 3 * H),
+        Some(t + 3 * H + 1),
+        Some(t + 4 * H - M - 1),
+        Some(t + 5 * H + M + 5),
+        Some(0),
+    ];
+    let filters = [
+        AlertFilter::default(),
+        AlertFilter {
+            min_level: Some(Level::High),
+            ..Default::default()
+        },
+        AlertFilter {
+            status: Some(AlertStatus::New),
+            ..Default::default()
+        },
+        AlertFilter {
+            status: Some(AlertStatus::Acknowledged),
+            ..Default::default()
+        },
+        AlertFilter {
+            source: Some(AlertSource::Windows),
+            ..Default::default()
+        },
+        AlertFilter {
+            min_level: Some(Level::Medium),
+            status: Some(AlertStatus::New),
+            source: Some(AlertSource::Appliance),
+            ..Default::default()
+        },
+    ];
+    let buckets = [M, 5 * M, H, 6 * H, 31 * 86_400_000];
+    for since_ms in sinces {
+        for until_ms in untils {
+            for base in &filters {
+                let f = AlertFilter {
+                    since_ms,
+                    until_ms,
+                    ..base.clone()
+                };
+                for bucket in buckets {
+                    let got: Vec<(i64, Level, u64)> = s
+                        .alert_counts(&f, bucket)
+                        .await
+                        .expect("counts")
+                        .iter()
+                        .map(|c| (c.start_ms, c.level, c.count))
+                        .collect();
+                    assert_eq!(
+                        got,
+                        counts_by_scan(s, &f, bucket).await,
+                        "{phase}: {f:?} per {bucket} ms"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// An hour boundary.
+const COUNT_T0: i64 = 1_699_999_200_000;
+
+async fn alert_count_rollup_equals_scan(h: &Harness) {
+    const H: i64 = 3_600_000;
+    let s = &*h.store;
+    // Alerts every ~97 s over 8 hours, and some on and next to hour and
+    // minute edges, and before 1970.
+    let mut stamps: Vec<i64> = (0..300).map(|i| COUNT_T0 + i * 97_003).collect();
+    for k in 0..5 {
+        for d in [-1, 0, 1, 59_999, 60_000] {
+            stamps.push(COUNT_T0 + k * H + d);
+        }
+    }
+    stamps.extend([-1, 0, -H, -H - 1]);
+    let alerts: Vec<NewAlert> = stamps
+        .iter()
+        .enumerate()
+        .map(|(n, ts)| NewAlert {
+            timestamp_ms: *ts,
+            ..alert(u64::try_from(n).expect("n"))
+        })
+        .collect();
+    for chunk in alerts.chunks(37) {
+        s.insert_alerts(chunk).await.expect("insert");
+    }
+    // Redeliveries are not counted twice.
+    let again = s.insert_alerts(&alerts[..50]).await.expect("insert");
+    assert_eq!((again.inserted, again.duplicates), (0, 50));
+    assert_rollup_matches_scan(s, "after insert").await;
+    let total: u64 = s
+        .alert_counts(&AlertFilter::default(), H)
+        .await
+        .expect("counts")
+        .iter()
+        .map(|c| c.count)
+        .sum();
+    assert_eq!(total, alerts.len() as u64);
+
+    // Triage moves alerts between statuses; an assignee alone or the same
+    // status again changes no count.
+    for (n, a) in alerts.iter().enumerate() {
+        let status = match n % 7 {
+            0 | 3 => Some(AlertStatus::Acknowledged),
+            5 => Some(AlertStatus::Resolved),
+            6 => Some(AlertStatus::New),
+            _ => None,
+        };
+        let u = AlertUpdate {
+            status,
+            assignee: Some(Some("ann".into())),
+        };
+        s.update_alert(&a.id, &u, 1).await.expect("update");
+    }
+    for a in alerts.iter().step_by(3) {
+        let u = AlertUpdate {
+            status: Some(AlertStatus::Resolved),
+            assignee: None,
+        };
+        s.update_alert(&a.id, &u, 2).await.expect("update");
+    }
+    assert_rollup_matches_scan(s, "after triage").await;
+
+    // Retention by age (a cut inside a minute), then by count.
+    let r = s
+        .apply_retention(COUNT_T0 + 2 * H + 30_001, Some(0), None)
+        .await
+        .expect("retention");
+    assert!(r.expired > 0);
+    assert_rollup_matches_scan(s, "after retention by age").await;
+    let left = s.stats().await.expect("stats").alerts;
+    let r = s
+        .apply_retention(0, None, Some(left - 40))
+        .await
+        .expect("retention");
+    assert_eq!(r.trimmed, 40);
+    assert_rollup_matches_scan(s, "after retention by count").await;
+    // Deleted alerts delivered again are counted again.
+    let back = s.insert_alerts(&alerts[..60]).await.expect("insert");
+    assert!(back.inserted > 0);
+    assert_rollup_matches_scan(s, "after redelivery").await;
+    // Everything gone: no buckets at all.
+    s.apply_retention(i64::MAX, Some(0), None)
+        .await
+        .expect("retention");
+    assert!(s
+        .alert_counts(&AlertFilter::default(), H)
+        .await
+        .expect("counts")
+        .is_empty());
 }
 
 async fn users(h: &Harness) {

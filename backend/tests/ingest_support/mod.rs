@@ -222,11 +222,24 @@ pub fn batch_for(id: DeviceId, key: &SigningKey, seq: u64, n: usize) -> Vec<u8> 
     frame
 }
 
+/// Heartbeat `seq` of one agent run: sent at 1,700,000,000,000 + `seq` s,
+/// uptime 60 + `seq` s.
 pub fn heartbeat_frame(id: DeviceId, key: &SigningKey, seq: u64) -> Vec<u8> {
+    heartbeat_frame_at(id, key, seq, 1_700_000_000_000 + seq * 1_000, 60 + seq)
+}
+
+/// A heartbeat with the given sequence number, device time and uptime.
+pub fn heartbeat_frame_at(
+    id: DeviceId,
+    key: &SigningKey,
+    seq: u64,
+    sent_at_ms: u64,
+    uptime_secs: u64,
+) -> Vec<u8> {
     let hb = Message::Heartbeat(Heartbeat {
         seq,
-        sent_at_ms: 1_700_000_000_000,
-        uptime_secs: 60 + seq,
+        sent_at_ms,
+        uptime_secs,
         agent_version: BoundedStr::new("0.1.0").unwrap(),
         protocol_version: picket_proto::PROTOCOL_VERSION,
         rule_bundle_version: Some(3),
