@@ -324,6 +324,10 @@ fn bundle_schemas(ms: &Value, hex: &Value, opt_str: &Value) -> Value {
         "Assignment": { "type": "object", "properties": {
             "device_id": hex, "version": { "type": "integer" }, "rollout_id": { "type": "integer" },
             "previous_version": { "type": ["integer", "null"] }, "assigned_ms": ms } },
+        "RuleText": { "type": "object", "required": ["id", "source", "path", "text"], "properties": {
+            "id": { "type": "string" }, "source": { "type": "string", "enum": ["bundle", "built-in"] },
+            "version": { "type": ["integer", "null"] }, "path": { "type": "string" },
+            "text": { "type": "string", "description": "The Sigma YAML" } } },
         "Groups": { "type": "object", "required": ["groups"], "additionalProperties": false, "properties": {
             "groups": { "type": "array", "maxItems": 32, "items": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$" } } } },
         "DeviceBundles": { "type": "object", "properties": {

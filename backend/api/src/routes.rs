@@ -326,6 +326,14 @@ pub(crate) static ROUTES: &[Route] = &[
         handler: || get(rules::file),
     },
     Route {
+        info: info("GET", "/api/v1/rules/{id}", VIEWER, "bundles",
+            "A rule's Sigma text: from the newest pushed bundle carrying it, else picketd's built-in rules."),
+        query: &[],
+        body: Body::None,
+        ok: (200, Resp::Json("RuleText")),
+        handler: || get(rules::rule_text),
+    },
+    Route {
         info: info("POST", "/api/v1/rollouts", OPERATOR, "bundles",
             "Start a staged rollout of a pushed bundle; a newer rollout supersedes an open one."),
         query: &[],

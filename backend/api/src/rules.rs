@@ -324,3 +324,81 @@ pub(crate) async fn set_groups(
     .await;
     Ok(Json(Groups { groups }))
 }
+
+mod builtin {
+    include!(concat!(env!("OUT_DIR"), "/builtin_rules.rs"));
+}
+
+/// A rule's text, as the backend knows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct RuleText {
+    id: String,
+    /// `bundle` (newest pushed bundle carrying it) or `built-in` (compiled
+    /// into picketd).
+    source: &'static str,
+    /// The bundle version, for `bundle`.
+    version: Option<u64>,
+    /// The file inside the bundle, or `builtin/NAME.yml`.
+    path: String,
+    /// The Sigma YAML.
+    text: String,
+}
+
+/// The `id:` of a Sigma YAML document (top-level key), without a full parse.
+fn yaml_id(text: &str) -> Option<&str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("id:"))
+        .map(|v| v.trim().trim_matches(['\'', '"']))
+}
+
+/// `GET /api/v1/rules/{id}`: the text of a rule, from the newest pushed
+/// bundle that carries it, else from picketd's built-in rules. Rules that
+/// only live in a device's `rules_dirs` are not known here (404).
+pub(crate) async fn rule_text(
+    State(state): State<AppState>,
+    _auth: Auth<Viewer>,
+    Path(id): Path<String>,
+) -> Result<Json<RuleText>, ApiError> {
+    if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
+        return Err(ApiError::bad(format!("invalid rule id {id:?}")));
+    }
+    let store = &state.ctx.store;
+    for b in store.bundles().await? {
+        let Some(rule) = b.rules.iter().find(|r| r.id == id) else {
+            continue;
+        };
+        let Some(bytes) = store.bundle_bytes(b.version).await? else {
+            continue;
+        };
+        let text = picket_bundle::SignedBundle::decode(&bytes)
+            .ok()
+            .and_then(|s| picket_bundle::decode_payload(&s.payload_bytes).ok())
+            .and_then(|(_, files)| files.get(&rule.path).cloned())
+            .map(|t| String::from_utf8_lossy(&t).into_owned());
+        if let Some(text) = text {
+            return Ok(Json(RuleText {
+                id,
+                source: "bundle",
+                version: Some(b.version),
+                path: rule.path.clone(),
+                text,
+            }));
+        }
+    }
+    if let Some((path, text)) = builtin::BUILTIN_RULES
+        .iter()
+        .find(|(_, t)| yaml_id(t) == Some(id.as_str()))
+    {
+        return Ok(Json(RuleText {
+            id,
+            source: "built-in",
+            version: None,
+            path: (*path).to_owned(),
+            text: (*text).to_owned(),
+        }));
+    }
+    Err(ApiError::NotFound(format!(
+        "rule {id} is neither in a pushed bundle nor built into picketd (rules from a \
+         device's rules_dirs stay on the device)"
+    )))
+}

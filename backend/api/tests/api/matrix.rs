@@ -157,6 +157,15 @@ async fn every_route_checks_its_role() {
             none,
         ),
         case(
+            "GET",
+            "/api/v1/rules/{id}",
+            Some(Viewer),
+            // a built-in appliance rule (appliance/rules/reverse_shell.yml)
+            format!("/api/v1/rules/{}", builtin_rule_id()),
+            200,
+            none,
+        ),
+        case(
             "POST",
             "/api/v1/rollouts/{id}/{action}",
             Some(Operator),
@@ -451,4 +460,14 @@ async fn every_route_checks_its_role() {
         }
     }
     assert_eq!(n, cases.len() * 5);
+}
+
+/// The id of a rule picketd has built in.
+fn builtin_rule_id() -> String {
+    let text = include_str!("../../../../appliance/rules/reverse_shell.yml");
+    text.lines()
+        .find_map(|l| l.strip_prefix("id:"))
+        .unwrap()
+        .trim()
+        .to_owned()
 }

@@ -262,3 +262,69 @@ async fn ui_hook_serves_everything_but_the_api() {
     assert!(body.contains("not_found"), "{body}");
     assert_eq!(call("/healthz").await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn rule_text_comes_from_the_newest_bundle_or_the_built_in_rules() {
+    let app = App::new();
+    let t = app.login_as("v", Role::Viewer).await;
+    let yaml = "title: Bundle rule <b>x</b>\nid: r-77\nlogsource: {product: linux}\n\
+                detection:\n  sel: {a: b}\n  condition: sel\n";
+    let mut files = std::collections::BTreeMap::new();
+    files.insert("rules/r.yml".to_owned(), yaml.as_bytes().to_vec());
+    let sealed = picket_bundle::Bundle::new(
+        9,
+        0,
+        4_000_000_000,
+        vec![picket_bundle::Target::All],
+        files,
+        picket_bundle::Settings::default(),
+    )
+    .seal()
+    .unwrap();
+    app.store
+        .insert_bundle(
+            &picket_store::rollout::StoredBundle {
+                version: 9,
+                sha256: "00".repeat(32),
+                size: 1,
+                created_unix: 0,
+                expires_unix: 4_000_000_000,
+                targets: json!(["all"]),
+                rules: vec![picket_store::rollout::BundleRule {
+                    id: "r-77".into(),
+                    title: "Bundle rule".into(),
+                    level: String::new(),
+                    path: "rules/r.yml".into(),
+                    techniques: Vec::new(),
+                }],
+                signers: Vec::new(),
+                uploaded_by: "op".into(),
+                uploaded_ms: 0,
+            },
+            &sealed.encode(),
+        )
+        .await
+        .unwrap();
+    let r = app.get("/api/v1/rules/r-77", &t).await.json();
+    assert_eq!(r["source"], "bundle");
+    assert_eq!(r["version"], 9);
+    assert_eq!(r["text"], yaml);
+
+    let builtin = include_str!("../../../../appliance/rules/setuid_bit.yml");
+    let id = builtin
+        .lines()
+        .find_map(|l| l.strip_prefix("id:"))
+        .unwrap()
+        .trim();
+    let r = app.get(&format!("/api/v1/rules/{id}"), &t).await.json();
+    assert_eq!(r["source"], "built-in");
+    assert_eq!(r["path"], "builtin/setuid_bit.yml");
+    assert_eq!(r["text"], builtin);
+
+    let missing = app.get("/api/v1/rules/nope", &t).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("rules_dirs"));
+}
