@@ -64,6 +64,8 @@ export function render({ id, user }) {
   const changes = [];
   const triage = can(user, 'analyst');
 
+  let ruleText = null;
+
   async function load() {
     try {
       const [a, audit] = await Promise.all([
@@ -73,6 +75,8 @@ export function render({ id, user }) {
         deviceMap().catch(() => null),
       ]);
       alert = a;
+      // the rule's Sigma text, when the backend has it (bundles, built-ins)
+      ruleText = a.rule_id ? await get(`/rules/${encodeURIComponent(a.rule_id)}`).catch(() => null) : null;
       for (const e of (audit?.entries || []).filter((x) => x.target === id)) {
         const d = e.detail || {};
         const parts = [];
@@ -162,6 +166,13 @@ export function render({ id, user }) {
             ['Source', a.source],
             ['', h('a', { href: `#/alerts?rule=${encodeURIComponent(a.rule_id)}` }, 'Other alerts of this rule')],
           ])),
+          card('Rule text', ruleText
+            ? h('div', {},
+              h('p', { class: 'muted small' }, ruleText.source === 'bundle'
+                ? `From rule bundle ${ruleText.version} (${ruleText.path}).`
+                : `Built into picketd (${ruleText.path}).`),
+              h('pre', { class: 'json', dataset: { testid: 'rule-text' } }, ruleText.text))
+            : empty('Not known to the backend: the rule comes from the device\'s own rules directory.')),
           card('ATT&CK', (a.techniques || []).length
             ? h('div', { class: 'chips wrap' }, a.techniques.map((t) => techniqueLink(t, { withName: true })))
             : empty('No technique tagged.')),
