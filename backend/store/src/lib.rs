@@ -37,7 +37,7 @@
 //! `alert_techniques` (technique key, `timestamp_ms`, `row`),
 //! `alert_rollup` (alert counts per minute and hour, see below), `notes`,
 //! `devices` (the last heartbeat as JSON), `users`, `sessions` (token
-//! hashes only), `enrollment_tokens` (hashes only), `audit_log`. SQLite adds
+//! hashes only), `enrollment_tokens` (hashes only), `audit_log`, and for rule bundles `bundles`, `rollouts`, `bundle_assignments`, `bundle_states`, `device_groups` (module [`rollout`]). SQLite adds
 //! `alerts_fts`, a contentless FTS5 table with the `trigram` tokenizer over
 //! image, command line and path. Alerts of devices that are not enrolled
 //! are stored anyway (no foreign keys): the ingest only passes enrolled
