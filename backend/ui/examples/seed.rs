@@ -296,6 +296,10 @@ impl Device {
                             return;
                         }
                     }
+                    // Done: polling on would connect again, and a later
+                    // connection under the same client id would be thrown out
+                    // by this one and throw it out in turn.
+                    Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
                     Ok(_) => {}
                     Err(e) => {
                         if let Some(tx) = conn_tx.take() {
