@@ -10,7 +10,7 @@
 import { h, replace, button, card, empty, field, select, toast } from '../dom.js';
 import { get, post, can, deviceMap, hostname } from '../api.js';
 import {
-  time, ago, num, bytes, duration, percent, levelBadge, techniqueLink, LEVELS,
+  time, shortTime, ago, num, bytes, duration, percent, levelBadge, techniqueLink, LEVELS,
   BUNDLE_STATES, bundleStateBadge, rolloutStateBadge,
 } from '../format.js';
 
@@ -117,7 +117,7 @@ function history(r) {
   return h('table', { class: 'table', dataset: { testid: 'rollout-history' } },
     h('thead', {}, h('tr', {}, h('th', {}, 'When'), h('th', {}, 'Who'), h('th', {}, 'What'), h('th', {}, 'Detail'))),
     h('tbody', {}, rows.map((e) => h('tr', {},
-      h('td', { class: 'nowrap mono', title: ago(e.at_ms) }, time(e.at_ms)),
+      h('td', { class: 'nowrap mono', title: `${time(e.at_ms)} (${ago(e.at_ms)})` }, shortTime(e.at_ms)),
       h('td', { class: 'strong' }, e.actor),
       h('td', {}, h('span', { class: 'chip' }, e.action)),
       h('td', { class: 'wrap' }, e.detail || '')))));
