@@ -297,24 +297,8 @@ impl Device {
         })
     }
 
-    /// Connects over mTLS; returns the client and a PUBACK counter.
-    async fn connect(
-        &self,
-        addr: SocketAddr,
-    ) -> anyhow::Result<(AsyncClient, tokio::sync::mpsc::UnboundedReceiver<()>)> {
-        let (client, acks, _downlink) = self.connect_with_downlink(addr).await?;
-        Ok((client, acks))
-    }
-
-    /// [`Self::connect`], and what the backend publishes to the device.
-    async fn connect_with_downlink(
-        &self,
-        addr: SocketAddr,
-    ) -> anyhow::Result<(
-        AsyncClient,
-        tokio::sync::mpsc::UnboundedReceiver<()>,
-        tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>,
-    )> {
+    /// Connects over mTLS.
+    async fn connect(&self, addr: SocketAddr) -> anyhow::Result<Conn> {
         let mut o = MqttOptions::new(
             format!("dev-{}", self.id),
             addr.ip().to_string(),
@@ -331,7 +315,7 @@ impl Device {
         let (acks, rx) = tokio::sync::mpsc::unbounded_channel();
         let (down_tx, down_rx) = tokio::sync::mpsc::unbounded_channel();
         let (conn_tx, conn_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut conn_tx = Some(conn_tx);
             loop {
                 match ev.poll().await {
@@ -346,13 +330,9 @@ impl Device {
                         }
                     }
                     Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                        // Nobody listens unless the caller asked for the downlink.
+                        // Nobody listens unless the caller wants the downlink.
                         let _ = down_tx.send(p);
                     }
-                    // Done: polling on would connect again, and a later
-                    // connection under the same client id would be thrown out
-                    // by this one and throw it out in turn.
-                    Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
                     Ok(_) => {}
                     Err(e) => {
                         if let Some(tx) = conn_tx.take() {
@@ -368,7 +348,34 @@ impl Device {
             .await
             .context("mqtt connect timed out")??
             .context("mqtt connect")?;
-        Ok((client, rx, down_rx))
+        Ok(Conn {
+            client,
+            acks: rx,
+            downlink: down_rx,
+            task,
+        })
+    }
+}
+
+/// A simulated device's MQTT connection: the client, a PUBACK counter and
+/// what the backend publishes to the device.
+struct Conn {
+    client: AsyncClient,
+    acks: tokio::sync::mpsc::UnboundedReceiver<()>,
+    downlink: tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Conn {
+    /// Closes the connection without an MQTT DISCONNECT. rumqttd 0.20 takes
+    /// a DISCONNECT and then the end of the socket as two disconnections of
+    /// the connection id (`handle_disconnection` in router/routing.rs), and
+    /// a new connection that got the freed id in between is dropped by the
+    /// second; with devices connecting one after the other that happened
+    /// often enough to lose a PUBACK for good. The socket's end alone is one.
+    /// Stopping the task also keeps the event loop from connecting again.
+    fn close(self) {
+        self.task.abort();
     }
 }
 
@@ -1086,7 +1093,8 @@ async fn fill(a: Args) -> anyhow::Result<()> {
         let mut rng = Rng(run_seed ^ (i as u64).wrapping_mul(0x9e37_79b9));
         tasks.spawn(async move {
             let _permit = sem.acquire().await?;
-            let (client, mut acks) = dev.connect(mqtt).await?;
+            let mut conn = dev.connect(mqtt).await?;
+            let client = conn.client.clone();
             client
                 .publish(
                     topic::topic(dev.id, Channel::Heartbeat).as_str(),
@@ -1112,7 +1120,7 @@ async fn fill(a: Args) -> anyhow::Result<()> {
                 .chunks(128)
                 .map(|c| batch_frame(&dev, c))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            wait_acks(&mut acks, 1).await?;
+            wait_acks(&mut conn.acks, 1).await?;
             // A broker PUBACK means the broker has the batch, not that the
             // backend stored it: check the device's count and publish again
             // what is missing (the backend de-duplicates by alert id).
@@ -1142,9 +1150,9 @@ async fn fill(a: Args) -> anyhow::Result<()> {
                         )
                         .await?;
                 }
-                wait_acks(&mut acks, frames.len()).await?;
+                wait_acks(&mut conn.acks, frames.len()).await?;
             }
-            let _ = client.disconnect().await;
+            conn.close();
             anyhow::Ok((n, republished))
         });
     }
@@ -1172,7 +1180,9 @@ async fn publish(a: Args) -> anyhow::Result<()> {
     let mqtt: SocketAddr = a.mqtt.parse().context("--mqtt host:port")?;
     let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&a.state)?)?;
     let dev = Device::from_json(&state["devices"][0])?;
-    let (client, mut acks) = dev.connect(mqtt).await?;
+    let Conn {
+        client, mut acks, ..
+    } = dev.connect(mqtt).await?;
     let mut rng = Rng(now_ms() as u64);
     let topic = topic::topic(dev.id, Channel::Alerts);
     // Sequence numbers above anything a previous run used.
@@ -1549,7 +1559,8 @@ async fn take_bundle(
     take: Take,
 ) -> anyhow::Result<()> {
     let dev = &a.dev;
-    let (client, mut pubacks, mut down) = dev.connect_with_downlink(mqtt).await?;
+    let mut conn = dev.connect(mqtt).await?;
+    let client = conn.client.clone();
     for channel in [Channel::BundleAnnounce, Channel::BundleChunks] {
         client
             .subscribe(topic::topic(dev.id, channel).as_str(), QoS::AtLeastOnce)
@@ -1560,7 +1571,7 @@ async fn take_bundle(
     let mut chunks: Vec<Option<Vec<u8>>> = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let p = tokio::time::timeout_at(deadline, down.recv())
+        let p = tokio::time::timeout_at(deadline, conn.downlink.recv())
             .await
             .with_context(|| format!("device {}: bundle {version} did not arrive", dev.id))?
             .context("mqtt loop ended")?;
@@ -1629,8 +1640,8 @@ async fn take_bundle(
             _ => {}
         }
     }
-    wait_acks(&mut pubacks, published).await?;
-    let _ = client.disconnect().await;
+    wait_acks(&mut conn.acks, published).await?;
+    conn.close();
     Ok(())
 }
 
