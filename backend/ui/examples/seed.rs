@@ -1800,10 +1800,11 @@ async fn rollouts(
     let none_quiet = acking.len() == assigned.len();
     let mut plan: Vec<(usize, Take)> = failing
         .iter()
-        .map(|&i| {
-            let error = if fleet_devices[i].agent.starts_with("0.1.") {
+        .enumerate()
+        .map(|(k, &i)| {
+            let error = if k % 2 == 0 {
                 "rules that do not compile: linux/process_creation/base64_payload_decoded_and_executed.yml: \
-                 unknown modifier `base64offset` (agent 0.1)"
+                 unknown modifier `base64offset`"
             } else {
                 "persisting the bundle: writing active.pbundle: No space left on device (os error 28)"
             };
