@@ -2,8 +2,10 @@
 # Browser tests of the Picket web UI against a real picket-backend:
 # builds the backend and the seeder, starts the backend on free loopback
 # ports with a temporary data directory, creates an admin, enrolls simulated
-# devices and publishes their alerts over MQTT (mTLS, signed batches), then
-# runs the node:test suites in tests/ with Debian's Chromium.
+# devices and publishes their alerts over MQTT (mTLS, signed batches),
+# installs a fleet root, pushes two rule bundles and rolls them out (the
+# simulated devices acknowledge over MQTT), then runs the node:test suites in
+# tests/ with Debian's Chromium.
 #
 # Environment:
 #   SEED_DEVICES, SEED_ALERTS  fleet size (default 300 devices, 20000 alerts)
@@ -88,9 +90,9 @@ if ! curl -fsS -D - -o /dev/null "$url/" | grep -qi '^content-security-policy:';
   exit 1
 fi
 
-echo "== seed $devices devices and $alerts alerts over MQTT"
+echo "== seed $devices devices and $alerts alerts over MQTT, rule bundles and rollouts"
 "$seed" fill --api "$url" --mqtt "127.0.0.1:$mqtt_port" --user admin --password "$password" \
-  --devices "$devices" --alerts "$alerts" --state "$tmp/seed.json"
+  --devices "$devices" --alerts "$alerts" --state "$tmp/seed.json" --data-dir "$tmp/data"
 # PUBACKs come after commit, so this is a formality; it guards a change.
 for _ in $(seq 1 600); do
   stored=$(curl -fsS "$url/metrics" | awk '/^picket_ingest_alerts_stored_total /{print $2}' || true)

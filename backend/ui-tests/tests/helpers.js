@@ -2,7 +2,7 @@
 // Chromium through playwright-core, and the seeder's publish mode (one
 // connected simulated appliance that publishes an alert per request).
 
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { mkdirSync } from 'node:fs';
 import { chromium } from 'playwright-core';
@@ -100,6 +100,13 @@ export async function publisher() {
       child.kill();
     },
   };
+}
+
+/** The seeder pushes a signed bundle of three rules, the first titled `title`; → the stored bundle. */
+export function pushBundle(version, title) {
+  const out = execFileSync(process.env.PICKET_SEED_BIN, ['push-bundle', '--api', URL, '--user', 'admin',
+    '--password', ADMIN_PASSWORD, '--state', process.env.PICKET_SEED_STATE, '--version', String(version), '--title', title]);
+  return JSON.parse(out.toString());
 }
 
 export function median(xs) {

@@ -1,13 +1,15 @@
 // The required browser tests: sign in; an alert ingested over MQTT shows up
 // on the alerts page within 1 s; filter; open; acknowledge; a viewer cannot
 // act; hostile command lines render as text; a screenshot of every page;
+// rule bundles and the seeded staged rollout (pause, resume, live refresh,
+// device groups and states, a hostile rule title, starting a rollout);
 // page-load figures; the page stays responsive under a 1,000 alerts/s live
 // feed. Tests run in order and share the backend state.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  launch, context, signIn, shot, apiFromPage, publisher, median, ADMIN_PASSWORD, SEEDED_ALERTS, URL,
+  launch, context, signIn, shot, apiFromPage, publisher, pushBundle, median, ADMIN_PASSWORD, SEEDED_ALERTS, URL,
 } from './helpers.js';
 
 let browser;
@@ -15,6 +17,8 @@ let admin;
 let page;
 let pub;
 let live;
+let viewer;
+let rollout;
 const marker = `ui-test-${Date.now().toString(36)}`;
 
 before(async () => {
@@ -215,6 +219,7 @@ test('a viewer sees no actions and the server refuses them', async () => {
   await page.locator('[data-testid=users-table] td', { hasText: `viewer-${marker}` }).waitFor();
   await shot(page, 'admin-users');
 
+  viewer = { name: `viewer-${marker}`, password: viewerPassword };
   const vctx = await context(browser);
   const v = await vctx.newPage();
   await signIn(v, `viewer-${marker}`, viewerPassword);
@@ -236,7 +241,9 @@ test('a viewer sees no actions and the server refuses them', async () => {
   const d = JSON.parse(dev.body)[0];
   await v.goto(`/#/devices/${d.id}`);
   await v.locator('.device-page h1').waitFor();
+  await v.locator('[data-testid=device-groups]').waitFor();
   assert.equal(await v.locator('[data-testid=revoke]').count(), 0, 'no revoke button');
+  assert.equal(await v.locator('[data-testid=groups-input]').count(), 0, 'no group editing');
   assert.deepEqual(vctx.problems, []);
   await vctx.close();
 });
@@ -257,6 +264,8 @@ test('screenshots of the other pages', async () => {
   await shot(page, 'device');
   await page.goto('/#/rules');
   await page.locator('[data-testid=rules-table]').waitFor({ timeout: 15000 });
+  // The rules seen in alerts, below the bundles and rollouts.
+  await page.evaluate(() => document.querySelector('.rules-page .section-head').scrollIntoView());
   await shot(page, 'rules');
   await page.goto('/#/admin/tokens');
   await page.locator('[data-testid=token-label]').fill('site 12 gateway');
@@ -275,6 +284,202 @@ test('screenshots of the other pages', async () => {
   assert.ok(tops.length >= 14, `${tops.length} tactic columns`);
   assert.equal(new Set(tops).size, 1, 'the heat map does not wrap');
   await shot(page, 'overview-7d', { fullPage: true });
+});
+
+/** A rollout's progress as the API reports it. */
+async function progress(p, id) {
+  const r = await apiFromPage(p, 'GET', `/rollouts/${id}`);
+  assert.equal(r.status, 200, r.body);
+  return JSON.parse(r.body);
+}
+
+test('rules page: bundles and the staged rollout the seeder started', async () => {
+  const rollouts = JSON.parse((await apiFromPage(page, 'GET', '/rollouts')).body);
+  const open = rollouts.find((r) => r.state === 'running');
+  assert.ok(open, `a running rollout (${rollouts.map((r) => `${r.version}: ${r.state}`).join(', ')})`);
+  assert.ok(rollouts.some((r) => r.state === 'completed'), 'and a completed one');
+  const p = await progress(page, open.id);
+  assert.ok(p.states.active > 0 && p.states.failed > 0 && p.states.pending > 0 && p.states.downloading > 0,
+    `devices in every state: ${JSON.stringify(p.states)}`);
+  rollout = p;
+
+  await page.goto('/#/rules');
+  const detail = page.locator('[data-testid=rollout-detail]');
+  await detail.waitFor({ timeout: 10000 });
+  assert.equal(await detail.getAttribute('data-id'), String(open.id), 'the open rollout is shown');
+  assert.equal(await detail.locator('[data-testid=rollout-state]').textContent(), 'running');
+  assert.equal(await detail.locator('[data-testid=rollout-stage]').textContent(), `stage 1 of ${open.spec.stages.length}`);
+  assert.equal(await detail.locator('[data-testid=rollout-assigned]').textContent(), `${p.assigned} of ${p.targeted}`);
+  // Devices per state: the bar's legend says what the API says.
+  for (const [state, n] of Object.entries(p.states)) {
+    assert.equal(await detail.locator(`[data-testid=rollout-bar] ~ .legend [data-state=${state}]`).getAttribute('data-count'), String(n), state);
+  }
+  assert.equal(await detail.locator('[data-testid=rollout-stages] li').count(), open.spec.stages.length);
+  assert.match(await detail.locator('[data-testid=rollout-failure-percent]').textContent(),
+    new RegExp(`^${p.failure_percent.toFixed(1)} % of ${p.states.active + p.states.failed} finished devices failed`));
+  assert.match(await detail.locator('[data-testid=rollout-alert-rate]').textContent(), /alerts since activation|not measured yet/);
+  // Failed devices with their errors, linking to the device page.
+  const failures = detail.locator('[data-testid=rollout-failures] tbody tr');
+  assert.equal(await failures.count(), p.failures.length);
+  const f = p.failures[0];
+  const row = detail.locator(`[data-testid=rollout-failures] tr[data-device="${f.device_id}"]`);
+  assert.equal(await row.locator('td').nth(1).textContent(), f.error);
+  assert.equal(await row.locator('a').getAttribute('href'), `#/devices/${f.device_id}`);
+  // Every rollout in the list, with its state; who started it in the history.
+  for (const r of rollouts) {
+    assert.equal(await page.locator(`[data-testid=rollouts-table] tr[data-id="${r.id}"]`).getAttribute('data-state'), r.state);
+  }
+  await detail.locator('[data-testid=rollout-history] td', { hasText: 'created' }).first().waitFor();
+
+  // Bundles, newest first, with their device counts per state.
+  const bundles = JSON.parse((await apiFromPage(page, 'GET', '/bundles')).body);
+  assert.deepEqual(await page.locator('[data-testid=bundles-table] tbody tr').evaluateAll((trs) => trs.map((tr) => Number(tr.dataset.id))),
+    bundles.map((b) => b.version));
+  for (const b of bundles) {
+    const tr = page.locator(`[data-testid=bundles-table] tr[data-id="${b.version}"]`);
+    assert.equal(await tr.locator('td').nth(1).textContent(), String(b.rules.length));
+    for (const [state, n] of Object.entries(b.devices)) {
+      assert.equal(await tr.locator(`.badge[data-state=${state}]`).getAttribute('data-count'), String(n), `bundle ${b.version} ${state}`);
+    }
+  }
+  // A bundle's rules on selection.
+  const b = bundles.find((x) => x.version === open.version);
+  await page.locator(`[data-testid=bundles-table] tr[data-id="${b.version}"] td`).first().click();
+  await page.waitForFunction((v) => location.hash.includes(`bundle=${v}`), b.version);
+  const rules = page.locator('[data-testid=bundle-rules] tbody tr');
+  await rules.nth(b.rules.length - 1).waitFor();
+  assert.equal(await rules.count(), b.rules.length);
+  const titles = await page.locator('[data-testid=bundle-rules] .rule-name').allTextContents();
+  assert.deepEqual([...titles].sort(), b.rules.map((r) => r.title).sort());
+  await page.locator('[data-testid=bundle-rules] a.chip', { hasText: 'T1059.004' }).first().waitFor();
+});
+
+test('an operator pauses and resumes the rollout; the page follows changes made elsewhere', async () => {
+  const id = rollout.rollout.id;
+  const name = `operator-${marker}`;
+  const password = `operator-${marker}-pw`;
+  const created = await apiFromPage(page, 'POST', '/users', { name, password, role: 'operator' });
+  assert.equal(created.status, 201, created.body);
+  const octx = await context(browser);
+  const op = await octx.newPage();
+  await signIn(op, name, password);
+  await op.goto(`/#/rules?rollout=${id}`);
+  const detail = op.locator(`[data-testid=rollout-detail][data-id="${id}"]`);
+  await detail.waitFor();
+  await detail.locator('[data-testid=rollout-pause]').click();
+  await detail.locator('[data-testid=rollout-state]', { hasText: 'paused' }).waitFor();
+  let p = await progress(op, id);
+  assert.equal(p.rollout.state, 'paused');
+  assert.equal(p.rollout.status.reason, `paused by ${name}`);
+  await detail.locator('[data-testid=rollout-reason]', { hasText: `paused by ${name}` }).waitFor();
+  assert.equal(await detail.locator('[data-testid=rollout-pause]').count(), 0, 'no pause button while paused');
+
+  await detail.locator('[data-testid=rollout-resume]').click();
+  await detail.locator('[data-testid=rollout-state]', { hasText: 'running' }).waitFor();
+  p = await progress(op, id);
+  assert.equal(p.rollout.state, 'running');
+  assert.equal(p.rollout.status.stage, 0, 'resuming does not promote');
+  assert.deepEqual(p.rollout.status.history.slice(-2).map((e) => [e.actor, e.action]), [[name, 'paused'], [name, 'resumed']]);
+  await detail.locator('[data-testid=rollout-history] td', { hasText: 'resumed' }).waitFor();
+
+  // Abort asks first; saying no changes nothing.
+  const dialogs = octx.dialogs.length;
+  await detail.locator('[data-testid=rollout-abort]').click();
+  await op.waitForFunction(() => !document.querySelector('[data-testid=rollout-abort]')?.disabled);
+  assert.equal(octx.dialogs.length, dialogs + 1, 'a confirmation');
+  assert.match(octx.dialogs.pop(), /^confirm: Abort the rollout of bundle \d+\?/);
+  assert.equal((await progress(op, id)).rollout.state, 'running');
+
+  // Paused through the API: the open page shows it within a poll (3 s).
+  const t0 = Date.now();
+  assert.equal((await apiFromPage(op, 'POST', `/rollouts/${id}/pause`)).status, 200);
+  await detail.locator('[data-testid=rollout-state]', { hasText: 'paused' }).waitFor({ timeout: 8000 });
+  const pausedMs = Date.now() - t0;
+  assert.equal((await apiFromPage(op, 'POST', `/rollouts/${id}/resume`)).status, 200);
+  await detail.locator('[data-testid=rollout-state]', { hasText: 'running' }).waitFor({ timeout: 8000 });
+  console.log(`# rollout: a pause through the API shown on the open rules page after ${pausedMs} ms`);
+
+  await op.goto(`/#/rules?rollout=${id}&bundle=${rollout.rollout.version}`);
+  await op.locator('[data-testid=bundle-rules] tbody tr').first().waitFor();
+  await detail.locator('[data-testid=rollout-failures] tbody tr').first().waitFor();
+  await shot(op, 'rules-bundles', { fullPage: true });
+  assert.deepEqual(octx.problems, []);
+  await octx.close();
+});
+
+test('device page: groups, the bundle it is told to run, its states with errors', async () => {
+  // The failed device with the most history (the seeder fails canary devices
+  // first: bundle 7 active, bundle 8 failed).
+  let f;
+  let api;
+  for (const x of rollout.failures) {
+    const b = JSON.parse((await apiFromPage(page, 'GET', `/devices/${x.device_id}/bundles`)).body);
+    if (!api || b.states.length > api.states.length) [f, api] = [x, b];
+  }
+  await page.goto(`/#/devices/${f.device_id}`);
+  const failed = page.locator(`[data-testid=device-bundle-states] tr[data-version="${f.version}"][data-state=failed]`);
+  await failed.waitFor();
+  assert.equal(await failed.locator('td').nth(3).textContent(), f.error);
+  assert.equal(await page.locator('[data-testid=device-bundle-states] tbody tr').count(), api.states.length);
+  assert.deepEqual(await page.locator('[data-testid=device-groups] .chip').allTextContents(), api.groups);
+  assert.match(await page.locator('[data-testid=device-assignment]').textContent(), new RegExp(`^bundle ${api.assignment.version} by rollout #${api.assignment.rollout_id}`));
+  // An operator edits the groups.
+  const groups = [...api.groups, `ui-${marker}`];
+  await page.locator('[data-testid=groups-input]').fill(groups.join(', '));
+  await page.locator('[data-testid=save-groups]').click();
+  await page.locator('[data-testid=device-groups] .chip', { hasText: `ui-${marker}` }).waitFor();
+  const after = JSON.parse((await apiFromPage(page, 'GET', `/devices/${f.device_id}/bundles`)).body);
+  assert.deepEqual([...after.groups].sort(), [...groups].sort());
+  await shot(page, 'device-bundles');
+});
+
+test('a viewer sees the rollout but no buttons, and the server refuses the actions', async () => {
+  assert.ok(viewer && rollout, 'needs the viewer and the rollout');
+  const vctx = await context(browser);
+  const v = await vctx.newPage();
+  await signIn(v, viewer.name, viewer.password);
+  await v.goto(`/#/rules?bundle=${rollout.rollout.version}`);
+  await v.locator('[data-testid=rollout-detail] [data-testid=rollout-state]').waitFor();
+  await v.locator('[data-testid=bundle-rules] tbody tr').first().waitFor();
+  await v.locator('[data-testid=rules-table]').waitFor({ timeout: 15000 });
+  assert.equal(await v.locator('main button').count(), 0, 'no buttons on the rules page');
+  assert.equal(await v.locator('[data-testid=rollout-actions], [data-testid=new-rollout]').count(), 0);
+  for (const action of ['pause', 'abort']) {
+    assert.equal((await apiFromPage(v, 'POST', `/rollouts/${rollout.rollout.id}/${action}`)).status, 403, action);
+  }
+  assert.equal((await apiFromPage(v, 'PUT', `/devices/${rollout.failures[0].device_id}/groups`, { groups: [] })).status, 403);
+  assert.deepEqual(vctx.problems, []);
+  await vctx.close();
+});
+
+test('a hostile rule title renders as text; starting a rollout from the form', async () => {
+  const title = `"><img src=x onerror=alert(1)><script>alert(2)</script> ${marker}`;
+  const version = Math.max(...JSON.parse((await apiFromPage(page, 'GET', '/bundles')).body).map((b) => b.version)) + 1;
+  const b = pushBundle(version, title);
+  assert.equal(b.version, version);
+  assert.ok(b.rules.some((r) => r.title === title), JSON.stringify(b.rules));
+  await page.goto(`/#/rules?bundle=${version}`);
+  const cell = page.locator('[data-testid=bundle-rules] .rule-name', { hasText: marker });
+  await cell.waitFor();
+  assert.equal(await cell.textContent(), title);
+  assert.equal(await page.locator('main img, main script').count(), 0);
+
+  // Start its rollout: it supersedes the open one.
+  const before = rollout.rollout.id;
+  await page.locator('[data-testid=new-rollout-version]').selectOption(String(version));
+  await page.locator('[data-testid=new-rollout-stages]').fill('20, 100');
+  await page.locator('[data-testid=start-rollout]').click();
+  const detail = page.locator('[data-testid=rollout-detail][data-state=running]', { hasText: `of bundle ${version}` });
+  await detail.waitFor();
+  const rollouts = JSON.parse((await apiFromPage(page, 'GET', '/rollouts')).body);
+  assert.equal(rollouts[0].version, version);
+  assert.equal(rollouts[0].state, 'running');
+  assert.deepEqual(rollouts[0].spec.stages, [20, 100]);
+  assert.equal(rollouts.find((r) => r.id === before).state, 'superseded');
+  await page.locator(`[data-testid=rollouts-table] tr[data-id="${before}"][data-state=superseded]`).waitFor();
+  assert.equal(await detail.locator('[data-testid=rollout-stage]').textContent(), 'stage 1 of 2');
+  await page.waitForTimeout(300);
+  assert.deepEqual(admin.dialogs, [], 'no dialog fired');
 });
 
 test('live feed at 1,000 alerts/s: the page stays responsive', async () => {

@@ -13,6 +13,25 @@
 //!     and one line per publish on stdout: {"id": "<alert id>", "sent_ms": ...}
 //! ```
 //!
+//! With `--data-dir` (the backend's data directory), `fill` also installs a
+//! fleet root of its own there (`bundle-root.pbroot`, which the backend
+//! reads at every push), puts devices into groups, pushes two signed rule
+//! bundles over the API and rolls them out: bundle 7 to the `canary` group
+//! (completed), then bundle 8 to every device in stages 10/50/100 %. The
+//! devices of its first stage take the bundle as an appliance does: retained
+//! announcement, `Downloading` acknowledgement, chunks, verification against
+//! the root, `Verified` and `Active` (or `Failed` with an error); a few stop
+//! after `Downloading` and the quiet ones never answer, so the rollout stays
+//! running in its first stage with failed, downloading and pending devices.
+//! The bundle-signing key goes into the state file, for:
+//!
+//! ```text
+//! seed push-bundle --api http://127.0.0.1:8080 --password PW --state seed.json \
+//!              --version 9 --title 'rule title'
+//!     pushes a bundle of three rules, one of them titled as given, and
+//!     prints what the API answered (the stored bundle)
+//! ```
+//!
 //! A test harness, so `anyhow` and plain `println!`.
 #![allow(
     clippy::print_stdout,
@@ -20,19 +39,23 @@
     clippy::cast_possible_truncation
 )]
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::io::BufRead as _;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context as _};
+use picket_bundle::{Bundle, RootMetadata, Settings, SignedBundle, SignedRoot, Target, TrustStore};
 use picket_proto::ed25519_dalek::{SigningKey, VerifyingKey};
 use picket_proto::topic::{self, Channel};
 use picket_proto::{
     encode_frame_compressed_to_vec, encode_frame_to_vec, heapless, Alert, AlertBatch, AlertId,
-    BoundedStr, DeviceId, EnrollRequest, EnrollResponse, Event, Field, FileAction, FileEvent,
-    Frame, Heartbeat, IpAddr, Level, Message, ModuleState, ModuleStatus, NetworkEvent,
-    ProcessEvent, TechniqueId,
+    BoundedStr, BundleAck, BundleState, DeviceId, EnrollRequest, EnrollResponse, Event, Field,
+    FileAction, FileEvent, Frame, Heartbeat, IpAddr, Level, Message, ModuleState, ModuleStatus,
+    NetworkEvent, ProcessEvent, TechniqueId,
 };
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS, Transport};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -51,6 +74,9 @@ struct Args {
     alerts: usize,
     state: String,
     db: String,
+    data_dir: String,
+    version: u64,
+    title: String,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -62,7 +88,9 @@ fn args() -> anyhow::Result<Args> {
         ..Args::default()
     };
     let mut it = std::env::args().skip(1);
-    a.mode = it.next().context("mode: fill, publish or fill-db")?;
+    a.mode = it
+        .next()
+        .context("mode: fill, publish, push-bundle or fill-db")?;
     while let Some(k) = it.next() {
         let v = it.next().with_context(|| format!("{k} needs a value"))?;
         match k.as_str() {
@@ -74,6 +102,9 @@ fn args() -> anyhow::Result<Args> {
             "--alerts" => a.alerts = v.parse()?,
             "--state" => a.state = v,
             "--db" => a.db = v,
+            "--data-dir" => a.data_dir = v,
+            "--version" => a.version = v.parse()?,
+            "--title" => a.title = v,
             _ => bail!("unknown option {k}"),
         }
     }
@@ -86,6 +117,10 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn now_unix() -> u64 {
+    (now_ms() / 1000) as u64
 }
 
 /// splitmix64: deterministic variety without a rand dependency.
@@ -262,11 +297,8 @@ impl Device {
         })
     }
 
-    /// Connects over mTLS; returns the client and a PUBACK counter.
-    async fn connect(
-        &self,
-        addr: SocketAddr,
-    ) -> anyhow::Result<(AsyncClient, tokio::sync::mpsc::UnboundedReceiver<()>)> {
+    /// Connects over mTLS.
+    async fn connect(&self, addr: SocketAddr) -> anyhow::Result<Conn> {
         let mut o = MqttOptions::new(
             format!("dev-{}", self.id),
             addr.ip().to_string(),
@@ -281,8 +313,9 @@ impl Device {
             ));
         let (client, mut ev) = AsyncClient::new(o, 64);
         let (acks, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (down_tx, down_rx) = tokio::sync::mpsc::unbounded_channel();
         let (conn_tx, conn_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut conn_tx = Some(conn_tx);
             loop {
                 match ev.poll().await {
@@ -295,6 +328,10 @@ impl Device {
                         if acks.send(()).is_err() {
                             return;
                         }
+                    }
+                    Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                        // Nobody listens unless the caller wants the downlink.
+                        let _ = down_tx.send(p);
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -311,7 +348,34 @@ impl Device {
             .await
             .context("mqtt connect timed out")??
             .context("mqtt connect")?;
-        Ok((client, rx))
+        Ok(Conn {
+            client,
+            acks: rx,
+            downlink: down_rx,
+            task,
+        })
+    }
+}
+
+/// A simulated device's MQTT connection: the client, a PUBACK counter and
+/// what the backend publishes to the device.
+struct Conn {
+    client: AsyncClient,
+    acks: tokio::sync::mpsc::UnboundedReceiver<()>,
+    downlink: tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Conn {
+    /// Closes the connection without an MQTT DISCONNECT. rumqttd 0.20 takes
+    /// a DISCONNECT and then the end of the socket as two disconnections of
+    /// the connection id (`handle_disconnection` in router/routing.rs), and
+    /// a new connection that got the freed id in between is dropped by the
+    /// second; with devices connecting one after the other that happened
+    /// often enough to lose a PUBACK for good. The socket's end alone is one.
+    /// Stopping the task also keeps the event loop from connecting again.
+    fn close(self) {
+        self.task.abort();
     }
 }
 
@@ -855,7 +919,14 @@ fn batch_frame(dev: &Device, specs: &[Spec]) -> anyhow::Result<Vec<u8>> {
     Ok(frame)
 }
 
-fn heartbeat_frame(dev: &Device, rng: &mut Rng, version: &str) -> anyhow::Result<Vec<u8>> {
+/// A heartbeat; `bundle`: the rule bundle it runs (else one of 3..=6, as
+/// installed with the image).
+fn heartbeat_frame(
+    dev: &Device,
+    rng: &mut Rng,
+    version: &str,
+    bundle: Option<u64>,
+) -> anyhow::Result<Vec<u8>> {
     let degraded = rng.chance(8);
     let mut modules = heapless::Vec::new();
     for (name, state) in [
@@ -884,7 +955,7 @@ fn heartbeat_frame(dev: &Device, rng: &mut Rng, version: &str) -> anyhow::Result
         uptime_secs: 3600 + rng.below(40 * 86_400),
         agent_version: BoundedStr::new(version)?,
         protocol_version: picket_proto::PROTOCOL_VERSION,
-        rule_bundle_version: Some(3 + rng.below(4)),
+        rule_bundle_version: Some(bundle.unwrap_or_else(|| 3 + rng.below(4))),
         spool_depth: if rng.chance(10) { rng.below(5000) } else { 0 },
         spool_bytes: rng.below(4 << 20),
         spool_evictions_total: if rng.chance(5) { rng.below(900) } else { 0 },
@@ -939,6 +1010,12 @@ async fn stored_for(api: &str, bearer: &str, device: &str) -> anyhow::Result<usi
 async fn fill(a: Args) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
     let mqtt: SocketAddr = a.mqtt.parse().context("--mqtt host:port")?;
+    // Before anything else: an existing root is refused, and better now.
+    let fleet = if a.data_dir.is_empty() {
+        None
+    } else {
+        Some(FleetKeys::install(&a.data_dir)?)
+    };
     let login = json_call(
         &a.api,
         "POST",
@@ -987,6 +1064,7 @@ async fn fill(a: Args) -> anyhow::Result<()> {
     );
     let state = serde_json::json!({
         "devices": devices.iter().take(4).map(|(d, _)| d.to_json()).collect::<Vec<_>>(),
+        "bundle_key": fleet.as_ref().map(|f| hex(f.bundle.as_bytes())),
     });
     std::fs::write(&a.state, state.to_string()).with_context(|| format!("write {}", a.state))?;
 
@@ -1015,13 +1093,14 @@ async fn fill(a: Args) -> anyhow::Result<()> {
         let mut rng = Rng(run_seed ^ (i as u64).wrapping_mul(0x9e37_79b9));
         tasks.spawn(async move {
             let _permit = sem.acquire().await?;
-            let (client, mut acks) = dev.connect(mqtt).await?;
+            let mut conn = dev.connect(mqtt).await?;
+            let client = conn.client.clone();
             client
                 .publish(
                     topic::topic(dev.id, Channel::Heartbeat).as_str(),
                     QoS::AtLeastOnce,
                     false,
-                    heartbeat_frame(&dev, &mut rng, version)?,
+                    heartbeat_frame(&dev, &mut rng, version, None)?,
                 )
                 .await?;
             // Timestamps over the last 7 days, denser towards now.
@@ -1041,7 +1120,7 @@ async fn fill(a: Args) -> anyhow::Result<()> {
                 .chunks(128)
                 .map(|c| batch_frame(&dev, c))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            wait_acks(&mut acks, 1).await?;
+            wait_acks(&mut conn.acks, 1).await?;
             // A broker PUBACK means the broker has the batch, not that the
             // backend stored it: check the device's count and publish again
             // what is missing (the backend de-duplicates by alert id).
@@ -1071,9 +1150,9 @@ async fn fill(a: Args) -> anyhow::Result<()> {
                         )
                         .await?;
                 }
-                wait_acks(&mut acks, frames.len()).await?;
+                wait_acks(&mut conn.acks, frames.len()).await?;
             }
-            let _ = client.disconnect().await;
+            conn.close();
             anyhow::Ok((n, republished))
         });
     }
@@ -1090,6 +1169,9 @@ async fn fill(a: Args) -> anyhow::Result<()> {
         active.len(),
         t0.elapsed().as_secs_f64()
     );
+    if let Some(fleet) = &fleet {
+        rollouts(&a.api, &bearer, &command_key, mqtt, fleet, &devices).await?;
+    }
     Ok(())
 }
 
@@ -1098,7 +1180,9 @@ async fn publish(a: Args) -> anyhow::Result<()> {
     let mqtt: SocketAddr = a.mqtt.parse().context("--mqtt host:port")?;
     let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&a.state)?)?;
     let dev = Device::from_json(&state["devices"][0])?;
-    let (client, mut acks) = dev.connect(mqtt).await?;
+    let Conn {
+        client, mut acks, ..
+    } = dev.connect(mqtt).await?;
     let mut rng = Rng(now_ms() as u64);
     let topic = topic::topic(dev.id, Channel::Alerts);
     // Sequence numbers above anything a previous run used.
@@ -1233,6 +1317,583 @@ async fn burst(
     }))
 }
 
+// ---------------------------------------------------------------- bundles
+
+/// The fleet root the seeder installs and the key it signs bundles with.
+struct FleetKeys {
+    bundle: SigningKey,
+    root: SignedRoot,
+}
+
+impl FleetKeys {
+    /// New root and bundle keys; the signed root goes where the backend
+    /// looks for it (`bundles.root_file`'s default).
+    fn install(data_dir: &str) -> anyhow::Result<Self> {
+        let path = std::path::Path::new(data_dir).join("bundle-root.pbroot");
+        if path.exists() {
+            bail!(
+                "{} exists: the seeder installs a fleet root of its own only where there is none",
+                path.display()
+            );
+        }
+        let root_key = picket_bundle::keys::generate_key()?;
+        let bundle = picket_bundle::keys::generate_key()?;
+        let mut root = SignedRoot::new(&RootMetadata {
+            version: 1,
+            expires_unix: now_unix() + 365 * 86_400,
+            root_keys: vec![root_key.verifying_key()],
+            root_threshold: 1,
+            bundle_keys: vec![bundle.verifying_key()],
+            bundle_threshold: 1,
+            revoked: BTreeSet::new(),
+        })?;
+        root.sign(&root_key);
+        std::fs::create_dir_all(data_dir).with_context(|| format!("create {data_dir}"))?;
+        std::fs::write(&path, root.encode())
+            .with_context(|| format!("write {}", path.display()))?;
+        Ok(Self { bundle, root })
+    }
+}
+
+/// `Download piped to shell` → `download_piped_to_shell`.
+fn slug(title: &str) -> String {
+    let s: String = title
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let s = s
+        .split('_')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("_");
+    if s.is_empty() {
+        "rule".to_owned()
+    } else {
+        s
+    }
+}
+
+/// A Sigma rule for one of the seeded rules (what its alerts claim to come
+/// from): its file name and YAML. Strings are written as JSON, which YAML
+/// reads as double-quoted scalars, so any title stays one scalar.
+fn sigma_rule(r: &RuleDef) -> (String, String) {
+    let q = |v: &str| serde_json::Value::from(v).to_string();
+    let tags: Vec<String> = r
+        .techniques
+        .iter()
+        .map(|&(t, sub)| {
+            if sub == 0 {
+                format!("attack.t{t:04}")
+            } else {
+                format!("attack.t{t:04}.{sub:03}")
+            }
+        })
+        .collect();
+    let (category, detection) = match r.kind {
+        Kind::Proc(cmds, _) => (
+            "process_creation",
+            format!(
+                "CommandLine|contains: {}",
+                serde_json::Value::from(cmds.iter().map(|c| c.1).collect::<Vec<_>>())
+            ),
+        ),
+        Kind::File(_, paths, _) => (
+            "file_event",
+            format!(
+                "TargetFilename: {}",
+                serde_json::Value::from(paths.to_vec())
+            ),
+        ),
+        Kind::Net(targets, _) => (
+            "network_connection",
+            format!(
+                "DestinationPort: {}",
+                serde_json::Value::from(targets.iter().map(|t| t.2).collect::<Vec<_>>())
+            ),
+        ),
+    };
+    let yaml = format!(
+        "title: {}\nid: {}\nstatus: stable\nauthor: {}\nlevel: {}\ntags: [{}]\n\
+         logsource: {{product: linux, category: {category}}}\n\
+         detection:\n  selection:\n    {detection}\n  condition: selection\n",
+        q(r.title),
+        r.id,
+        q(r.author),
+        level_name(r.level),
+        tags.join(", "),
+    );
+    (format!("linux/{category}/{}.yml", slug(r.title)), yaml)
+}
+
+/// A bundle of `rules`, valid for 30 days, signed with the seeder's key.
+fn bundle_file(
+    key: &SigningKey,
+    version: u64,
+    rules: &[&RuleDef],
+    targets: Vec<Target>,
+) -> anyhow::Result<Vec<u8>> {
+    let files: BTreeMap<String, Vec<u8>> = rules
+        .iter()
+        .map(|r| {
+            let (path, yaml) = sigma_rule(r);
+            (path, yaml.into_bytes())
+        })
+        .collect();
+    let now = now_unix();
+    let mut signed = Bundle::new(
+        version,
+        now,
+        now + 30 * 86_400,
+        targets,
+        files,
+        Settings::default(),
+    )
+    .seal()?;
+    signed.sign(key);
+    Ok(signed.encode())
+}
+
+/// `POST /api/v1/bundles`: the stored bundle as the API answers it.
+async fn push_bundle(api: &str, bearer: &str, bytes: &[u8]) -> anyhow::Result<serde_json::Value> {
+    let (status, body) = http(
+        api,
+        "POST",
+        "/api/v1/bundles",
+        Some(bearer),
+        "application/octet-stream",
+        bytes,
+    )
+    .await?;
+    if status != 201 {
+        bail!(
+            "push bundle: HTTP {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok(serde_json::from_slice(&body)?)
+}
+
+type Job<R> = Pin<Box<dyn Future<Output = anyhow::Result<R>> + Send>>;
+
+/// Runs `jobs`, at most PARALLEL at a time; their results in order.
+async fn run_all<R: Send + 'static>(jobs: Vec<Job<R>>) -> anyhow::Result<Vec<R>> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
+    let mut set = tokio::task::JoinSet::new();
+    for (i, job) in jobs.into_iter().enumerate() {
+        let sem = sem.clone();
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await?;
+            anyhow::Ok((i, job.await?))
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        out.push(r??);
+    }
+    out.sort_by_key(|(i, _)| *i);
+    Ok(out.into_iter().map(|(_, r)| r).collect())
+}
+
+/// How a simulated appliance takes the bundle announced to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// Download, verify and run it.
+    Activate,
+    /// Download and verify it, then fail with this error (as picketd
+    /// reports rules that do not compile or a full disk).
+    Fail(&'static str),
+    /// Acknowledge `Downloading`, then go offline.
+    Stall,
+}
+
+async fn bundle_ack(
+    client: &AsyncClient,
+    dev: &Device,
+    version: u64,
+    state: BundleState,
+    chunks_received: u32,
+    error: Option<&str>,
+) -> anyhow::Result<()> {
+    let msg = Message::BundleAck(BundleAck {
+        version,
+        state,
+        chunks_received,
+        error: error.map(BoundedStr::truncated),
+    });
+    client
+        .publish(
+            topic::topic(dev.id, Channel::Acks).as_str(),
+            QoS::AtLeastOnce,
+            false,
+            encode_frame_to_vec(&msg, dev.id, &dev.key)?,
+        )
+        .await?;
+    Ok(())
+}
+
+/// What a device needs to take a bundle.
+#[derive(Clone)]
+struct Appliance {
+    dev: Device,
+    agent: &'static str,
+    groups: Vec<String>,
+}
+
+/// Does what picketd's bundle manager does with the retained announcement
+/// of `version`: acknowledge `Downloading`, collect the chunks (every frame
+/// checked against the command key), verify the bundle against the fleet
+/// root for this device and its groups, acknowledge `Verified`, then
+/// `Active` with a heartbeat naming the bundle, or `Failed`.
+async fn take_bundle(
+    a: Appliance,
+    mqtt: SocketAddr,
+    command_key: VerifyingKey,
+    root: SignedRoot,
+    version: u64,
+    take: Take,
+) -> anyhow::Result<()> {
+    let dev = &a.dev;
+    let mut conn = dev.connect(mqtt).await?;
+    let client = conn.client.clone();
+    for channel in [Channel::BundleAnnounce, Channel::BundleChunks] {
+        client
+            .subscribe(topic::topic(dev.id, channel).as_str(), QoS::AtLeastOnce)
+            .await?;
+    }
+    let mut published = 0;
+    let mut announce = None;
+    let mut chunks: Vec<Option<Vec<u8>>> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let p = tokio::time::timeout_at(deadline, conn.downlink.recv())
+            .await
+            .with_context(|| format!("device {}: bundle {version} did not arrive", dev.id))?
+            .context("mqtt loop ended")?;
+        if p.payload.is_empty() {
+            continue; // a cleared announcement
+        }
+        let frame = Frame::decode_exact(&p.payload)?;
+        let msg = frame.open_for(dev.id, &command_key)?;
+        match msg {
+            Message::BundleAnnounce(x) if x.version == version && announce.is_none() => {
+                chunks = vec![None; x.chunk_count as usize];
+                announce = Some(x);
+                bundle_ack(&client, dev, version, BundleState::Downloading, 0, None).await?;
+                published += 1;
+                if take == Take::Stall {
+                    break;
+                }
+            }
+            Message::BundleChunk(c) if c.version == version => {
+                if let Some(slot) = chunks.get_mut(c.index as usize) {
+                    *slot = Some(c.data.as_bytes().to_vec());
+                }
+                if chunks.is_empty() || chunks.iter().any(Option::is_none) {
+                    continue;
+                }
+                let x = announce.context("chunks before the announcement")?;
+                let bytes: Vec<u8> = chunks.drain(..).flatten().flatten().collect();
+                if bytes.len() as u64 != x.total_len {
+                    bail!("device {}: bundle {version} arrived truncated", dev.id);
+                }
+                let groups: Vec<&str> = a.groups.iter().map(String::as_str).collect();
+                TrustStore::new(root, None)?.verify(
+                    &SignedBundle::decode(&bytes)?,
+                    now_unix(),
+                    &dev.id.to_string(),
+                    &groups,
+                )?;
+                bundle_ack(&client, dev, version, BundleState::Verified, 0, None).await?;
+                published += 1;
+                if let Take::Fail(error) = take {
+                    bundle_ack(&client, dev, version, BundleState::Failed, 0, Some(error)).await?;
+                    published += 1;
+                } else {
+                    bundle_ack(
+                        &client,
+                        dev,
+                        version,
+                        BundleState::Active,
+                        x.chunk_count,
+                        None,
+                    )
+                    .await?;
+                    let mut rng = Rng(now_ms() as u64 ^ u64::from(dev.id.0[0]));
+                    client
+                        .publish(
+                            topic::topic(dev.id, Channel::Heartbeat).as_str(),
+                            QoS::AtLeastOnce,
+                            false,
+                            heartbeat_frame(dev, &mut rng, a.agent, Some(version))?,
+                        )
+                        .await?;
+                    published += 2;
+                }
+                break;
+            }
+            _ => {}
+        }
+    }
+    wait_acks(&mut conn.acks, published).await?;
+    conn.close();
+    Ok(())
+}
+
+/// Polls `GET /rollouts/{id}` until `done` holds (the controller evaluates
+/// once a second by default).
+async fn wait_rollout(
+    api: &str,
+    bearer: &str,
+    id: i64,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> anyhow::Result<serde_json::Value> {
+    let path = format!("/api/v1/rollouts/{id}");
+    let mut last = serde_json::Value::Null;
+    for _ in 0..150 {
+        last = json_call(api, "GET", &path, Some(bearer), &serde_json::Value::Null).await?;
+        if done(&last) {
+            return Ok(last);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("rollout {id}: not {what} after 30 s: {last}")
+}
+
+/// Groups, two bundles and their rollouts (see the crate docs): bundle 7 to
+/// the canary group, completed; bundle 8 to everyone, running in its first
+/// stage with active, failed, downloading and pending devices.
+async fn rollouts(
+    api: &str,
+    bearer: &str,
+    command_key: &VerifyingKey,
+    mqtt: SocketAddr,
+    fleet: &FleetKeys,
+    devices: &[(Device, &'static str)],
+) -> anyhow::Result<()> {
+    let t0 = std::time::Instant::now();
+    let fleet_devices: Vec<Appliance> = devices
+        .iter()
+        .enumerate()
+        .map(|(i, (dev, agent))| {
+            let mut groups = vec![format!("site-{}", SITES[i % SITES.len()])];
+            if i % 10 == 0 {
+                groups.push("canary".to_owned());
+            }
+            Appliance {
+                dev: dev.clone(),
+                agent,
+                groups,
+            }
+        })
+        .collect();
+    let jobs: Vec<Job<()>> = fleet_devices
+        .iter()
+        .map(|a| {
+            let (api, bearer) = (api.to_owned(), bearer.to_owned());
+            let path = format!("/api/v1/devices/{}/groups", a.dev.id);
+            let body = serde_json::json!({ "groups": a.groups });
+            Box::pin(async move {
+                json_call(&api, "PUT", &path, Some(&bearer), &body).await?;
+                anyhow::Ok(())
+            }) as Job<()>
+        })
+        .collect();
+    run_all(jobs).await?;
+
+    let all: Vec<&RuleDef> = RULES.iter().collect();
+    let v7 = bundle_file(
+        &fleet.bundle,
+        7,
+        &all[..10],
+        vec![Target::Group("canary".into())],
+    )?;
+    push_bundle(api, bearer, &v7).await?;
+    let v8 = bundle_file(&fleet.bundle, 8, &all, vec![Target::All])?;
+    push_bundle(api, bearer, &v8).await?;
+
+    // The lost devices (i % 20 == 7, no heartbeat) never acknowledge; nor
+    // do devices 0 and 1 acknowledge bundle 8: the tests publish alerts as
+    // them, which would count against the bundle in the alert-rate check.
+    let lost = |i: usize| i % 20 == 7;
+    let quiet = |i: usize| i < 2 || lost(i);
+    let take_all = |version: u64, plan: Vec<(usize, Take)>| -> Vec<Job<()>> {
+        plan.into_iter()
+            .map(|(i, take)| {
+                Box::pin(take_bundle(
+                    fleet_devices[i].clone(),
+                    mqtt,
+                    *command_key,
+                    fleet.root.clone(),
+                    version,
+                    take,
+                )) as Job<()>
+            })
+            .collect()
+    };
+
+    let r7 = json_call(
+        api,
+        "POST",
+        "/api/v1/rollouts",
+        Some(bearer),
+        &serde_json::json!({ "version": 7, "spec": { "stages": [100] } }),
+    )
+    .await?;
+    let r7 = r7["id"].as_i64().context("rollout id")?;
+    let canary: Vec<(usize, Take)> = (0..fleet_devices.len())
+        .filter(|&i| i % 10 == 0 && !lost(i))
+        .map(|i| (i, Take::Activate))
+        .collect();
+    run_all(take_all(7, canary)).await?;
+    wait_rollout(api, bearer, r7, "completed", |p| {
+        p["rollout"]["state"] == "completed"
+    })
+    .await?;
+
+    let r8 = json_call(
+        api,
+        "POST",
+        "/api/v1/rollouts",
+        Some(bearer),
+        &serde_json::json!({ "version": 8, "spec": {
+            "stages": [10, 50, 100], "auto_promote": true, "promote_at_percent": 90,
+            "bake_secs": 0, "max_failure_percent": 10, "min_finished": 5,
+            "max_alert_rate_ratio": 5, "min_alerts": 50, "on_threshold": "pause",
+        } }),
+    )
+    .await?;
+    let r8 = r8["id"].as_i64().context("rollout id")?;
+    // The first stage is assigned when the rollout starts: ask each device.
+    let jobs: Vec<Job<bool>> = fleet_devices
+        .iter()
+        .map(|a| {
+            let (api, bearer) = (api.to_owned(), bearer.to_owned());
+            let path = format!("/api/v1/devices/{}/bundles", a.dev.id);
+            Box::pin(async move {
+                let v =
+                    json_call(&api, "GET", &path, Some(&bearer), &serde_json::Value::Null).await?;
+                anyhow::Ok(v["assignment"]["version"] == 8)
+            }) as Job<bool>
+        })
+        .collect();
+    let assigned: Vec<usize> = run_all(jobs)
+        .await?
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, yes)| yes.then_some(i))
+        .collect();
+    // Failures stay under the 10 % threshold and fewer than 90 % of the stage
+    // activate, so the rollout neither pauses nor promotes by itself; some
+    // devices of every state. One in 15 fails, canary devices first (their
+    // page then shows bundle 7 active and bundle 8 failed).
+    let acking: Vec<usize> = assigned.iter().copied().filter(|&i| !quiet(i)).collect();
+    let mut failing = acking.clone();
+    failing.sort_by_key(|&i| (i % 10 != 0, i));
+    failing.truncate(acking.len().div_ceil(15));
+    let none_quiet = acking.len() == assigned.len();
+    let mut plan: Vec<(usize, Take)> = failing
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let error = if k % 2 == 0 {
+                "rules that do not compile: linux/process_creation/base64_payload_decoded_and_executed.yml: \
+                 unknown modifier `base64offset`"
+            } else {
+                "persisting the bundle: writing active.pbundle: No space left on device (os error 28)"
+            };
+            (i, Take::Fail(error))
+        })
+        .collect();
+    for (c, &i) in acking.iter().filter(|i| !failing.contains(i)).enumerate() {
+        let take = if c % 10 == 5 {
+            Take::Stall
+        } else if none_quiet && c == 9 {
+            continue; // offline since it was assigned: pending
+        } else {
+            Take::Activate
+        };
+        plan.push((i, take));
+    }
+    let count = |f: fn(&Take) -> bool| plan.iter().filter(|(_, t)| f(t)).count() as u64;
+    let (active, failed, stalled) = (
+        count(|t| *t == Take::Activate),
+        count(|t| matches!(t, Take::Fail(_))),
+        count(|t| *t == Take::Stall),
+    );
+    // The failures last: first among a handful of finished devices they
+    // would cross the threshold (once `min_finished` finished).
+    let (fail, rest): (Vec<_>, Vec<_>) = plan
+        .into_iter()
+        .partition(|(_, t)| matches!(t, Take::Fail(_)));
+    run_all(take_all(8, rest)).await?;
+    let counted = |p: &serde_json::Value, failed: u64| {
+        let n = |s: &str| p["states"][s].as_u64().unwrap_or(0);
+        n("active") == active && n("failed") == failed && n("downloading") == stalled
+    };
+    wait_rollout(api, bearer, r8, "acknowledged", |p| counted(p, 0)).await?;
+    run_all(take_all(8, fail)).await?;
+    let p = wait_rollout(api, bearer, r8, "acknowledged", |p| counted(p, failed)).await?;
+    if p["rollout"]["state"] != "running" {
+        // Only a small fleet gets here (one device a stage, say).
+        println!("note: rollout {r8} is {} already", p["rollout"]["state"]);
+    }
+    println!(
+        "rollouts in {:.1} s: #{r7} of bundle 7 to {} canary devices completed; #{r8} of bundle 8 \
+         running, stage 1 of 3: {} assigned, {active} active, {failed} failed, {stalled} \
+         downloading, {} pending",
+        t0.elapsed().as_secs_f64(),
+        (0..fleet_devices.len()).filter(|i| i % 10 == 0).count(),
+        assigned.len(),
+        assigned.len() as u64 - active - failed - stalled,
+    );
+    Ok(())
+}
+
+/// Pushes a bundle of three rules, the first titled `--title`, signed with
+/// the key `fill --data-dir` kept in the state file.
+async fn push_bundle_mode(a: Args) -> anyhow::Result<()> {
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&a.state)?)?;
+    let seed: [u8; 32] = unhex(
+        state["bundle_key"]
+            .as_str()
+            .context("no bundle key in the state file: seed with `fill --data-dir`")?,
+    )?
+    .try_into()
+    .map_err(|_| anyhow!("state: bad bundle key"))?;
+    if a.version == 0 || a.title.is_empty() {
+        bail!("push-bundle needs --version N and --title T");
+    }
+    let custom = RuleDef {
+        id: "5a1f3c2e-7b1d-4e8a-9d3c-0a1b2c3d4eff",
+        title: Box::leak(a.title.clone().into_boxed_str()),
+        ..RULES[0]
+    };
+    let login = json_call(
+        &a.api,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        &serde_json::json!({ "name": a.user, "password": a.password }),
+    )
+    .await?;
+    let bearer = login["token"].as_str().context("no token")?;
+    let bytes = bundle_file(
+        &SigningKey::from_bytes(&seed),
+        a.version,
+        &[&custom, &RULES[1], &RULES[2]],
+        vec![Target::All],
+    )?;
+    println!("{}", push_bundle(&a.api, bearer, &bytes).await?);
+    Ok(())
+}
+
 /// Writes `--alerts` random alerts of the devices already in the SQLite
 /// database `--db` straight into it (the backend must be stopped): for
 /// measuring the UI over a table far larger than MQTT seeding fills quickly.
@@ -1348,6 +2009,7 @@ async fn main() -> anyhow::Result<()> {
         "fill" => fill(a).await,
         "publish" => publish(a).await,
         "fill-db" => fill_db(a).await,
-        m => bail!("unknown mode {m}: fill, publish or fill-db"),
+        "push-bundle" => push_bundle_mode(a).await,
+        m => bail!("unknown mode {m}: fill, publish, push-bundle or fill-db"),
     }
 }

@@ -1,6 +1,7 @@
 //! The Picket fleet backend's management web UI: a single-page console
-//! (sign-in, overview, devices, alerts with live updates and triage, rules
-//! seen in alerts, administration) served by the backend itself.
+//! (sign-in, overview, devices, alerts with live updates and triage, rule
+//! bundles and their staged rollouts, rules seen in alerts, administration)
+//! served by the backend itself.
 //!
 //! # No build step
 //!
@@ -98,6 +99,7 @@ const ASSETS: &[Asset] = assets![
     "js/pages/alerts.js",
     "js/pages/alert.js",
     "js/pages/rules.js",
+    "js/pages/rollouts.js",
     "js/pages/admin.js",
 ];
 

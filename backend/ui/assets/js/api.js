@@ -1,6 +1,6 @@
 // The REST client. The session is the HttpOnly `picket_session` cookie the
 // login sets; every state-changing request carries `X-Picket-Csrf: 1`, which
-// the API requires of cookie-authenticated POST/PATCH/DELETE (a cross-site
+// the API requires of cookie-authenticated POST/PUT/PATCH/DELETE (a cross-site
 // page cannot send a custom header without a CORS preflight, never granted).
 
 export class ApiError extends Error {
@@ -53,6 +53,7 @@ export async function api(method, path, body, { quiet401 = false } = {}) {
 export const get = (path, opts) => api('GET', path, undefined, opts);
 export const post = (path, body) => api('POST', path, body);
 export const patch = (path, body) => api('PATCH', path, body);
+export const put = (path, body) => api('PUT', path, body);
 
 /** `?a=1&b=2` from an object, skipping empty values. */
 export function qs(params) {

@@ -62,6 +62,23 @@ export function statusBadge(status) {
   return h('span', { class: `badge status-${status}` }, status);
 }
 
+/** A device's states for a rule bundle, in the order a rollout's bar draws them. */
+export const BUNDLE_STATES = ['active', 'verified', 'downloading', 'pending', 'failed'];
+
+export function bundleStateBadge(state, attrs = {}, label = state) {
+  return h('span', { class: `badge bstate-${state}`, ...attrs }, label);
+}
+
+/** running, paused, completed, aborted or superseded. */
+export function rolloutStateBadge(state, attrs = {}) {
+  return h('span', { class: `badge rollout-${state}`, ...attrs }, state);
+}
+
+/** `12.5 %`, or `—` when there is nothing to divide. */
+export function percent(x, digits = 1) {
+  return x === null || x === undefined ? '—' : `${Number(x).toFixed(digits)} %`;
+}
+
 /** https://attack.mitre.org/techniques/T1059/004/ for T1059.004. */
 export function techniqueUrl(id) {
   const m = /^T(\d{4})(?:\.(\d{3}))?$/.exec(id);

@@ -105,7 +105,7 @@ function tokensTab() {
 function auditTab(query, setQuery) {
   const tbody = h('tbody');
   const actor = h('input', { placeholder: 'actor', value: query.actor || '', class: 'narrow' });
-  const action = select([['', 'Any action'], ['auth.', 'auth.*'], ['user.', 'user.*'], ['token.', 'token.*'], ['device.', 'device.*'], ['alert.', 'alert.*'], ['setup', 'setup']], query.action || '');
+  const action = select([['', 'Any action'], ['auth.', 'auth.*'], ['user.', 'user.*'], ['token.', 'token.*'], ['device.', 'device.*'], ['alert.', 'alert.*'], ['bundle.', 'bundle.*'], ['rollout.', 'rollout.*'], ['setup', 'setup']], query.action || '');
   let befores = [''];
   let page = 0;
   let next = null;
@@ -121,7 +121,9 @@ function auditTab(query, setQuery) {
       h('td', { class: 'strong' }, e.actor),
       h('td', {}, h('span', { class: 'chip' }, e.action)),
       h('td', { class: 'mono small' }, e.action.startsWith('alert.') ? h('a', { href: `#/alerts/${e.target}` }, e.target)
-        : e.action.startsWith('device.') ? h('a', { href: `#/devices/${e.target}` }, e.target) : e.target),
+        : e.action.startsWith('device.') ? h('a', { href: `#/devices/${e.target}` }, e.target)
+          : e.action.startsWith('rollout.') ? h('a', { href: `#/rules?rollout=${encodeURIComponent(e.target)}` }, e.target)
+            : e.action.startsWith('bundle.') ? h('a', { href: `#/rules?bundle=${encodeURIComponent(e.target)}` }, e.target) : e.target),
       h('td', { class: 'mono small detail' }, JSON.stringify(e.detail)))));
     if (!r.entries.length) tbody.appendChild(h('tr', {}, h('td', { colspan: 5 }, empty('No entry.'))));
   }

@@ -1,19 +1,25 @@
-// Rules seen in alerts. Rule bundles are managed in a later release; until
-// then this page lists what the alerts themselves say about the rules that
-// matched, from the newest alerts.
+// Rules: the staged rollouts of rule bundles and the bundles pushed
+// (`rollouts.js`, refreshed while a rollout is open), then the rules seen
+// in alerts: what the alerts themselves say about the rules that matched,
+// from the newest alerts.
 
 import { h, replace, card, empty, select } from '../dom.js';
 import { get, qs } from '../api.js';
 import { ago, time, num, levelBadge, techniqueLink, LEVELS } from '../format.js';
 import { ruleAuthor } from './alert.js';
+import { bundleSections } from './rollouts.js';
 
 const SAMPLES = [[1000, 'newest 1,000 alerts'], [5000, 'newest 5,000 alerts'], [20000, 'newest 20,000 alerts']];
 
-export function render({ query, setQuery }) {
+export function render({ query, setQuery, user }) {
+  // The sections share the hash query (`n`, `rollout`, `bundle`).
+  const q = { ...query };
+  const update = (patch) => setQuery(Object.assign(q, patch));
   let n = Number(query.n) || 1000;
   const body = h('div', {}, h('div', { class: 'loading' }, 'Loading…'));
-  const sel = select(SAMPLES, n);
-  sel.addEventListener('change', () => { n = Number(sel.value); setQuery({ n }); load(); });
+  const sel = select(SAMPLES, n, { dataset: { testid: 'rules-sample' } });
+  sel.addEventListener('change', () => { n = Number(sel.value); update({ n: n === 1000 ? '' : n }); load(); });
+  const bundles = bundleSections({ user, query, update });
   let seq = 0;
 
   async function load() {
@@ -63,10 +69,15 @@ export function render({ query, setQuery }) {
   }
   load();
   return {
-    el: h('div', { class: 'page' },
-      h('div', { class: 'page-head' }, h('h1', {}, 'Rules seen in alerts'), h('div', { class: 'page-actions' }, sel)),
-      h('p', { class: 'notice' }, 'Rule bundles are not managed here yet. This page lists the rules that matched, as the alerts report them: title, id, author (SigmaHQ rules are DRL 1.1 and credit their authors) and techniques.'),
+    el: h('div', { class: 'page rules-page' },
+      h('div', { class: 'page-head' }, h('h1', {}, 'Rules')),
+      bundles.rollouts,
+      bundles.form,
+      bundles.bundles,
+      h('div', { class: 'section-head' }, h('h2', { class: 'section-title' }, 'Rules seen in alerts'), sel),
+      h('p', { class: 'notice' }, 'The rules that matched, as the alerts report them: title, id, author (SigmaHQ rules are DRL 1.1 and credit their authors) and techniques.'),
       body),
     title: 'Rules',
+    dispose: bundles.dispose,
   };
 }
