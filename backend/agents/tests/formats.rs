@@ -9,6 +9,8 @@ use picket_agents::{
 use picket_rules::{Event, LogSource, RuleSet};
 use serde_json::{json, Value};
 
+use common::winlogbeat_of;
+
 fn titles(ev: &Mapped, rules: &RuleSet) -> Vec<String> {
     let mut out = Vec::new();
     ev.evaluate(rules, &mut out);
@@ -335,46 +337,6 @@ fn evtx_security_4688() -> Value {
             "MandatoryLabel": "S-1-16-12288"
         }
     }})
-}
-
-/// What Winlogbeat 8 ships for an evtx record: `winlog.*` with every
-/// event_data value as a string, `event.code` and `winlog.event_id` as
-/// strings, plus the ECS copies it adds (`process.*`, `host.*`).
-fn winlogbeat_of(record: &Value) -> Value {
-    let ev = &record["Event"];
-    let sys = &ev["System"];
-    let eid = match &sys["EventID"] {
-        Value::Object(o) => o["#text"].clone(),
-        other => other.clone(),
-    };
-    let data: serde_json::Map<String, Value> = ev["EventData"]
-        .as_object()
-        .expect("EventData")
-        .iter()
-        .map(|(k, v)| {
-            let s = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            (k.clone(), Value::String(s))
-        })
-        .collect();
-    json!({
-        "@timestamp": "2026-11-29T03:00:00.000Z",
-        "agent": {"type": "winlogbeat", "version": "8.15.0"},
-        "ecs": {"version": "8.0.0"},
-        "event": {"code": eid.to_string(), "kind": "event", "provider": sys["Provider"]["#attributes"]["Name"],
-                  "created": "2026-11-29T03:00:01.000Z"},
-        "host": {"name": "ws01", "os": {"family": "windows"}},
-        "log": {"level": "information"},
-        "process": {"executable": data.get("Image").or(data.get("NewProcessName")).cloned()},
-        "winlog": {
-            "api": "wineventlog",
-            "channel": sys["Channel"], "computer_name": sys["Computer"],
-            "event_id": eid.to_string(), "provider_name": sys["Provider"]["#attributes"]["Name"],
-            "record_id": "4711", "event_data": data
-        }
-    })
 }
 
 /// The fields as rules compare them (text): Winlogbeat ships every value as
