@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use bundles::{FleetKeys, SimDevice};
 use picket_api::Fleet as _;
-use picket_bundle::{Bundle, Settings, Target};
 use picket_store::rollout::RolloutSpec;
 use support::Backend;
 
@@ -45,25 +44,6 @@ fn sigmahq_linux() -> BTreeMap<String, Vec<u8>> {
         }
     }
     files
-}
-
-fn signed(keys: &FleetKeys, version: u64, files: BTreeMap<String, Vec<u8>>) -> Vec<u8> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut sealed = Bundle::new(
-        version,
-        now,
-        now + 86_400,
-        vec![Target::All],
-        files,
-        Settings::default(),
-    )
-    .seal()
-    .unwrap();
-    sealed.sign(&keys.bundle);
-    sealed.encode()
 }
 
 async fn run(b: &Backend, sims: &[SimDevice], label: &str, version: u64, bytes: Vec<u8>) {
@@ -168,7 +148,7 @@ async fn main() {
         &sims,
         "baseline, one rule",
         1,
-        signed(&keys, 1, one_rule),
+        keys.signed_files(1, one_rule),
     )
     .await;
     let linux = sigmahq_linux();
@@ -178,7 +158,7 @@ async fn main() {
         &sims,
         &format!("SigmaHQ Linux, {rules} rule files"),
         2,
-        signed(&keys, 2, linux),
+        keys.signed_files(2, linux),
     )
     .await;
 }

@@ -190,7 +190,7 @@ pub struct InsertReport {
 /// The backend's storage. Implementations: SQLite in the data directory
 /// (embedded, the default) and PostgreSQL.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Store: BundleStore + Send + Sync + std::fmt::Debug {
     // ---- devices ----
     /// Records a newly enrolled device.
     async fn insert_device(&self, device: NewDevice) -> Result<Device, StoreError>;
@@ -327,7 +327,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: u32,
     ) -> Result<Vec<AuditEntry>, StoreError>;
 
-    // ---- rule bundles and rollouts ----
+    // ---- housekeeping ----
+    /// Removes alerts (and their notes) older than `max_age_ms` before
+    /// `now_ms`, then the oldest ones beyond `max_alerts`.
+    async fn apply_retention(
+        &self,
+        now_ms: i64,
+        max_age_ms: Option<i64>,
+        max_alerts: Option<u64>,
+    ) -> Result<RetentionReport, StoreError>;
+    /// Totals.
+    async fn stats(&self) -> Result<StoreStats, StoreError>;
+    /// Whether the database answers (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Rule bundles, rollouts and device states (module [`rollout`]); a
+/// supertrait of [`Store`], so every store has them.
+#[async_trait]
+pub trait BundleStore: Send + Sync {
     /// Keeps a pushed bundle and its bytes.
     ///
     /// # Errors
@@ -370,20 +388,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn device_groups(
         &self,
     ) -> Result<std::collections::BTreeMap<String, Vec<String>>, StoreError>;
-
-    // ---- housekeeping ----
-    /// Removes alerts (and their notes) older than `max_age_ms` before
-    /// `now_ms`, then the oldest ones beyond `max_alerts`.
-    async fn apply_retention(
-        &self,
-        now_ms: i64,
-        max_age_ms: Option<i64>,
-        max_alerts: Option<u64>,
-    ) -> Result<RetentionReport, StoreError>;
-    /// Totals.
-    async fn stats(&self) -> Result<StoreStats, StoreError>;
-    /// Whether the database answers (readiness).
-    async fn ping(&self) -> Result<(), StoreError>;
 }
 
 /// Which store to open.

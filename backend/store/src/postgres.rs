@@ -1394,63 +1394,6 @@ impl Store for PgStore {
         let c = self.client("ping").await?;
         c.batch_execute("SELECT 1").await.map_err(be("ping"))
     }
-    async fn insert_bundle(
-        &self,
-        bundle: &crate::rollout::StoredBundle,
-        bytes: &[u8],
-    ) -> Result<(), StoreError> {
-        self.insert_bundle_impl(bundle, bytes).await
-    }
-
-    async fn bundles(&self) -> Result<Vec<crate::rollout::StoredBundle>, StoreError> {
-        self.bundles_impl().await
-    }
-
-    async fn bundle_bytes(&self, version: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        self.bundle_bytes_impl(version).await
-    }
-
-    async fn save_rollout(&self, rollout: &crate::rollout::Rollout) -> Result<i64, StoreError> {
-        self.save_rollout_impl(rollout).await
-    }
-
-    async fn rollouts(&self) -> Result<Vec<crate::rollout::Rollout>, StoreError> {
-        self.rollouts_impl().await
-    }
-
-    async fn assign_bundles(
-        &self,
-        assignments: &[crate::rollout::Assignment],
-    ) -> Result<(), StoreError> {
-        self.assign_bundles_impl(assignments).await
-    }
-
-    async fn assignments(&self) -> Result<Vec<crate::rollout::Assignment>, StoreError> {
-        self.assignments_impl().await
-    }
-
-    async fn record_bundle_states(
-        &self,
-        states: &[crate::rollout::DeviceBundleState],
-    ) -> Result<(), StoreError> {
-        self.record_bundle_states_impl(states).await
-    }
-
-    async fn bundle_states(
-        &self,
-        version: Option<u64>,
-        device: Option<&str>,
-    ) -> Result<Vec<crate::rollout::DeviceBundleState>, StoreError> {
-        self.bundle_states_impl(version, device).await
-    }
-
-    async fn set_device_groups(&self, device: &str, groups: &[String]) -> Result<(), StoreError> {
-        self.set_device_groups_impl(device, groups).await
-    }
-
-    async fn device_groups(&self) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
-        self.device_groups_impl().await
-    }
 }
 
 impl PgStore {

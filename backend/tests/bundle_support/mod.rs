@@ -75,6 +75,25 @@ impl FleetKeys {
             .enumerate()
             .map(|(i, t)| (format!("rules/r{i}.yml"), rule(t, version, i).into_bytes()))
             .collect();
+        Self::seal(version, files, targets, keys)
+    }
+
+    /// `files` sealed as bundle `version` for all devices, signed by the
+    /// bundle key.
+    pub fn signed_files(
+        &self,
+        version: u64,
+        files: std::collections::BTreeMap<String, Vec<u8>>,
+    ) -> Vec<u8> {
+        Self::seal(version, files, vec![Target::All], &[&self.bundle])
+    }
+
+    fn seal(
+        version: u64,
+        files: std::collections::BTreeMap<String, Vec<u8>>,
+        targets: Vec<Target>,
+        keys: &[&SigningKey],
+    ) -> Vec<u8> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
+
 use tokio_postgres::types::Json;
 
 use super::{be, is_unique, PgStore};
@@ -9,7 +11,7 @@ use crate::rollout::{
     version_from_db, version_to_db, Assignment, BundleStateKind, DeviceBundleState, Rollout,
     StoredBundle,
 };
-use crate::StoreError;
+use crate::{BundleStore, StoreError};
 
 pub(super) const MIGRATION: &str = r"
 CREATE TABLE bundles (
@@ -52,12 +54,9 @@ fn json_err(op: &str) -> impl Fn(serde_json::Error) -> StoreError + '_ {
     move |e| StoreError::Backend(format!("{op}: stored JSON unreadable: {e}"))
 }
 
-impl PgStore {
-    pub(super) async fn insert_bundle_impl(
-        &self,
-        bundle: &StoredBundle,
-        bytes: &[u8],
-    ) -> Result<(), StoreError> {
+#[async_trait]
+impl BundleStore for PgStore {
+    async fn insert_bundle(&self, bundle: &StoredBundle, bytes: &[u8]) -> Result<(), StoreError> {
         const OP: &str = "insert_bundle";
         let c = self.client(OP).await?;
         let version = version_to_db(bundle.version);
@@ -77,7 +76,7 @@ impl PgStore {
         }
     }
 
-    pub(super) async fn bundles_impl(&self) -> Result<Vec<StoredBundle>, StoreError> {
+    async fn bundles(&self) -> Result<Vec<StoredBundle>, StoreError> {
         const OP: &str = "bundles";
         let c = self.client(OP).await?;
         c.query("SELECT summary FROM bundles ORDER BY version DESC", &[])
@@ -91,10 +90,7 @@ impl PgStore {
             .collect()
     }
 
-    pub(super) async fn bundle_bytes_impl(
-        &self,
-        version: u64,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn bundle_bytes(&self, version: u64) -> Result<Option<Vec<u8>>, StoreError> {
         const OP: &str = "bundle_bytes";
         let c = self.client(OP).await?;
         c.query_opt(
@@ -107,7 +103,7 @@ impl PgStore {
         .transpose()
     }
 
-    pub(super) async fn save_rollout_impl(&self, rollout: &Rollout) -> Result<i64, StoreError> {
+    async fn save_rollout(&self, rollout: &Rollout) -> Result<i64, StoreError> {
         const OP: &str = "save_rollout";
         let c = self.client(OP).await?;
         let version = version_to_db(rollout.version);
@@ -146,7 +142,7 @@ impl PgStore {
         Ok(rollout.id)
     }
 
-    pub(super) async fn rollouts_impl(&self) -> Result<Vec<Rollout>, StoreError> {
+    async fn rollouts(&self) -> Result<Vec<Rollout>, StoreError> {
         const OP: &str = "rollouts";
         let c = self.client(OP).await?;
         c.query("SELECT id, body FROM rollouts ORDER BY id DESC", &[])
@@ -163,10 +159,7 @@ impl PgStore {
             .collect()
     }
 
-    pub(super) async fn assign_bundles_impl(
-        &self,
-        assignments: &[Assignment],
-    ) -> Result<(), StoreError> {
+    async fn assign_bundles(&self, assignments: &[Assignment]) -> Result<(), StoreError> {
         const OP: &str = "assign_bundles";
         let mut c = self.client(OP).await?;
         let tx = c.transaction().await.map_err(be(OP))?;
@@ -210,7 +203,7 @@ impl PgStore {
         tx.commit().await.map_err(be(OP))
     }
 
-    pub(super) async fn assignments_impl(&self) -> Result<Vec<Assignment>, StoreError> {
+    async fn assignments(&self) -> Result<Vec<Assignment>, StoreError> {
         const OP: &str = "assignments";
         let c = self.client(OP).await?;
         c.query(
@@ -236,10 +229,7 @@ impl PgStore {
         .collect()
     }
 
-    pub(super) async fn record_bundle_states_impl(
-        &self,
-        states: &[DeviceBundleState],
-    ) -> Result<(), StoreError> {
+    async fn record_bundle_states(&self, states: &[DeviceBundleState]) -> Result<(), StoreError> {
         const OP: &str = "record_bundle_states";
         if states.is_empty() {
             return Ok(());
@@ -273,7 +263,7 @@ impl PgStore {
         .map_err(be(OP))
     }
 
-    pub(super) async fn bundle_states_impl(
+    async fn bundle_states(
         &self,
         version: Option<u64>,
         device: Option<&str>,
@@ -307,11 +297,7 @@ impl PgStore {
         .collect()
     }
 
-    pub(super) async fn set_device_groups_impl(
-        &self,
-        device: &str,
-        groups: &[String],
-    ) -> Result<(), StoreError> {
+    async fn set_device_groups(&self, device: &str, groups: &[String]) -> Result<(), StoreError> {
         const OP: &str = "set_device_groups";
         let c = self.client(OP).await?;
         if groups.is_empty() {
@@ -329,9 +315,7 @@ impl PgStore {
         .map_err(be(OP))
     }
 
-    pub(super) async fn device_groups_impl(
-        &self,
-    ) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
+    async fn device_groups(&self) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
         const OP: &str = "device_groups";
         let c = self.client(OP).await?;
         c.query("SELECT device_id, groups FROM device_groups", &[])

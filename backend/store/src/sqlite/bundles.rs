@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
+
 use rusqlite::{params, OptionalExtension as _};
 
 use super::{be, is_constraint, SqliteStore};
@@ -9,7 +11,7 @@ use crate::rollout::{
     version_from_db, version_to_db, Assignment, BundleStateKind, DeviceBundleState, Rollout,
     StoredBundle,
 };
-use crate::StoreError;
+use crate::{BundleStore, StoreError};
 
 pub(super) const MIGRATION: &str = r"
 CREATE TABLE bundles (
@@ -52,12 +54,9 @@ fn json_err(op: &str) -> impl Fn(serde_json::Error) -> StoreError + '_ {
     move |e| StoreError::Backend(format!("{op}: stored JSON unreadable: {e}"))
 }
 
-impl SqliteStore {
-    pub(super) async fn insert_bundle_impl(
-        &self,
-        bundle: &StoredBundle,
-        bytes: &[u8],
-    ) -> Result<(), StoreError> {
+#[async_trait]
+impl BundleStore for SqliteStore {
+    async fn insert_bundle(&self, bundle: &StoredBundle, bytes: &[u8]) -> Result<(), StoreError> {
         const OP: &str = "insert_bundle";
         let summary = serde_json::to_string(bundle).map_err(json_err(OP))?;
         let (version, uploaded_ms, bytes) = (
@@ -81,7 +80,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn bundles_impl(&self) -> Result<Vec<StoredBundle>, StoreError> {
+    async fn bundles(&self) -> Result<Vec<StoredBundle>, StoreError> {
         const OP: &str = "bundles";
         self.read(OP, |c| {
             let mut s = c
@@ -98,10 +97,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn bundle_bytes_impl(
-        &self,
-        version: u64,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn bundle_bytes(&self, version: u64) -> Result<Option<Vec<u8>>, StoreError> {
         const OP: &str = "bundle_bytes";
         let v = version_to_db(version);
         self.read(OP, move |c| {
@@ -114,7 +110,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn save_rollout_impl(&self, rollout: &Rollout) -> Result<i64, StoreError> {
+    async fn save_rollout(&self, rollout: &Rollout) -> Result<i64, StoreError> {
         const OP: &str = "save_rollout";
         let body = serde_json::to_string(rollout).map_err(json_err(OP))?;
         let (id, version, state, updated) = (
@@ -150,7 +146,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn rollouts_impl(&self) -> Result<Vec<Rollout>, StoreError> {
+    async fn rollouts(&self) -> Result<Vec<Rollout>, StoreError> {
         const OP: &str = "rollouts";
         self.read(OP, |c| {
             let mut s = c
@@ -171,10 +167,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn assign_bundles_impl(
-        &self,
-        assignments: &[Assignment],
-    ) -> Result<(), StoreError> {
+    async fn assign_bundles(&self, assignments: &[Assignment]) -> Result<(), StoreError> {
         const OP: &str = "assign_bundles";
         let a = assignments.to_vec();
         self.write(OP, move |c| {
@@ -214,7 +207,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn assignments_impl(&self) -> Result<Vec<Assignment>, StoreError> {
+    async fn assignments(&self) -> Result<Vec<Assignment>, StoreError> {
         const OP: &str = "assignments";
         self.read(OP, |c| {
             let mut s = c
@@ -238,10 +231,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn record_bundle_states_impl(
-        &self,
-        states: &[DeviceBundleState],
-    ) -> Result<(), StoreError> {
+    async fn record_bundle_states(&self, states: &[DeviceBundleState]) -> Result<(), StoreError> {
         const OP: &str = "record_bundle_states";
         let states = states.to_vec();
         self.write(OP, move |c| {
@@ -274,7 +264,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn bundle_states_impl(
+    async fn bundle_states(
         &self,
         version: Option<u64>,
         device: Option<&str>,
@@ -323,11 +313,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn set_device_groups_impl(
-        &self,
-        device: &str,
-        groups: &[String],
-    ) -> Result<(), StoreError> {
+    async fn set_device_groups(&self, device: &str, groups: &[String]) -> Result<(), StoreError> {
         const OP: &str = "set_device_groups";
         let json = serde_json::to_string(groups).map_err(json_err(OP))?;
         let device = device.to_owned();
@@ -347,9 +333,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn device_groups_impl(
-        &self,
-    ) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
+    async fn device_groups(&self) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
         const OP: &str = "device_groups";
         self.read(OP, |c| {
             let mut s = c
