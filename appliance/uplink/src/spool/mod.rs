@@ -119,6 +119,7 @@ mod salvage;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -139,7 +140,10 @@ pub use record::{Record, MAX_PAYLOAD_LEN};
 #[non_exhaustive]
 pub enum FlushPolicy {
     /// Group commit: a background thread flushes (and `fsync`s) at this
-    /// interval whenever something changed. A power cut loses at most the
+    /// interval whenever something changed, and at once when a push finds
+    /// the last flush longer ago than the interval (an alert after a quiet
+    /// spell is durable, and so sent, without waiting for the tick). At most
+    /// one flush per interval either way. A power cut loses at most the
     /// alerts pushed during the last interval.
     Interval(Duration),
     /// Flush inside every push: nothing acknowledged by `push` is lost, at
@@ -361,9 +365,35 @@ struct Inner {
     state: Arc<Mutex<State>>,
     durable: watch::Sender<u64>,
     stop: Arc<(Mutex<bool>, Condvar)>,
+    /// When the flusher last flushed, and whether a push asked it to now.
+    kick: Arc<Kick>,
     flusher: Mutex<Option<JoinHandle<()>>>,
     manifest: Arc<Mutex<Option<ManifestFile>>>,
     recovery: RecoveryReport,
+}
+
+/// A push wakes the flusher early when the last flush is older than the
+/// interval (see [`FlushPolicy::Interval`]).
+#[derive(Debug)]
+struct Kick {
+    base: std::time::Instant,
+    /// Milliseconds after `base` of the last flush (0: the spool opened).
+    last_flush_ms: std::sync::atomic::AtomicI64,
+    requested: std::sync::atomic::AtomicBool,
+}
+
+impl Kick {
+    fn new() -> Self {
+        Self {
+            base: std::time::Instant::now(),
+            last_flush_ms: std::sync::atomic::AtomicI64::new(0),
+            requested: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.base.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -551,18 +581,20 @@ impl Spool {
         let (durable, _) = watch::channel(durable_seq);
         let state = Arc::new(Mutex::new(state));
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let kick = Arc::new(Kick::new());
         let manifest = Arc::new(Mutex::new(manifest));
         let interval = match config.flush {
             FlushPolicy::Interval(d) => d.max(Duration::from_millis(1)),
             FlushPolicy::EveryPush => Duration::from_secs(1),
         };
         let flusher = {
-            let (db, state, stop, durable, manifest) = (
+            let (db, state, stop, durable, manifest, kick) = (
                 db.clone(),
                 state.clone(),
                 stop.clone(),
                 durable.clone(),
                 manifest.clone(),
+                kick.clone(),
             );
             std::thread::Builder::new()
                 .name("picket-spool-flush".into())
@@ -573,7 +605,7 @@ impl Spool {
                         durable: &durable,
                         manifest: &manifest,
                     };
-                    flusher(&durability, &stop, interval);
+                    flusher(&durability, &stop, &kick, interval);
                 })
                 .ok()
         };
@@ -596,6 +628,7 @@ impl Spool {
                 state,
                 durable,
                 stop,
+                kick,
                 flusher: Mutex::new(flusher),
                 manifest,
                 recovery,
@@ -708,12 +741,29 @@ impl Spool {
                 "spool budget full: evicted alerts (lowest level, oldest first)"
             );
         }
-        if self.inner.config.flush == FlushPolicy::EveryPush {
-            drop(st);
-            self.inner
-                .durability()
-                .flush()
-                .map_err(|e| self.storage(e))?;
+        match self.inner.config.flush {
+            FlushPolicy::EveryPush => {
+                drop(st);
+                self.inner
+                    .durability()
+                    .flush()
+                    .map_err(|e| self.storage(e))?;
+            }
+            FlushPolicy::Interval(d) => {
+                drop(st);
+                let k = &self.inner.kick;
+                let since = k
+                    .now_ms()
+                    .saturating_sub(k.last_flush_ms.load(Ordering::Relaxed));
+                if u128::try_from(since).unwrap_or(0) >= d.as_millis()
+                    && !k.requested.swap(true, Ordering::AcqRel)
+                {
+                    // under the flusher's lock: its wait cannot miss this
+                    let (stopped, cv) = &*self.inner.stop;
+                    let _g = lock(stopped);
+                    cv.notify_all();
+                }
+            }
         }
         Ok(Pushed {
             seq,
@@ -1006,22 +1056,31 @@ impl Durability<'_> {
     }
 }
 
-fn flusher(durability: &Durability<'_>, stop: &(Mutex<bool>, Condvar), interval: Duration) {
+fn flusher(
+    durability: &Durability<'_>,
+    stop: &(Mutex<bool>, Condvar),
+    kick: &Kick,
+    interval: Duration,
+) {
     let (stopped, cv) = stop;
     loop {
         {
             let guard = lock(stopped);
             let (guard, _) = cv
-                .wait_timeout_while(guard, interval, |s| !*s)
+                .wait_timeout_while(guard, interval, |s| {
+                    !*s && !kick.requested.load(Ordering::Acquire)
+                })
                 .unwrap_or_else(PoisonError::into_inner);
             if *guard {
                 return;
             }
         }
+        kick.requested.store(false, Ordering::Release);
         if lock(durability.state).dirty {
             if let Err(e) = durability.flush() {
                 tracing::error!(error = %e, "spool flush failed; retrying");
             }
+            kick.last_flush_ms.store(kick.now_ms(), Ordering::Relaxed);
         }
     }
 }

@@ -420,3 +420,33 @@ fn batches_respect_the_wire_byte_limit() {
     assert_eq!(spool.take(100, 1).unwrap().len(), 1);
     assert_eq!(spool.take(100, usize::MAX).unwrap().len(), 6);
 }
+
+#[test]
+fn a_push_after_a_quiet_interval_is_flushed_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open_with(config(dir.path(), 1 << 20)).unwrap();
+    let p = sample::process_alert(1, sample::id_for(1, 1))
+        .payload()
+        .unwrap();
+    let s = sample::process_alert(1, sample::id_for(1, 1));
+    let durable = spool.subscribe();
+    // within the (hour-long) interval of the last flush: it waits for the tick
+    spool.push(s.new_alert(&p)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(*durable.borrow(), 0, "flushed before its interval");
+    // the last flush an interval ago: the next push wakes the flusher
+    spool
+        .inner
+        .kick
+        .last_flush_ms
+        .store(-3_600_001, Ordering::Relaxed);
+    let seq = spool.push(s.new_alert(&p)).unwrap().seq;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while *durable.borrow() < seq {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the push did not wake the flusher"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
