@@ -35,7 +35,8 @@
 //! failure percentage above `max_failure_percent` trips; once the devices
 //! that activated the bundle raised `min_alerts` alerts since, an alert rate
 //! per device-hour above `max_alert_rate_ratio` × the rate of the targeted
-//! devices not running it trips (nothing to compare with: no check). A trip
+//! devices not running it (those online now) trips (nothing to compare
+//! with: no check). A trip
 //! pauses or aborts (`on_threshold`); both are in the rollout's history and
 //! the audit log (actor `rollout`). Alert counts come from the live stream
 //! of stored alerts and start again at a restart.
@@ -785,7 +786,9 @@ impl RolloutEngine {
             .cloned()
             .ok_or_else(|| FleetError::NotFound(format!("rollout {id} not found")))?;
         let eval = match &st.last_check {
-            Some((rid, e)) if *rid == id && rollout.state.is_open() => e.clone(),
+            // the tick keeps a running rollout's counts fresh; anything else
+            // (paused, finished) is counted now
+            Some((rid, e)) if *rid == id && rollout.state == RolloutState::Running => e.clone(),
             _ => {
                 let targeted = self.targeted(rollout.version).await?;
                 self.measure(&mut st, &rollout, &targeted, now_ms())
@@ -828,6 +831,12 @@ impl RolloutEngine {
             .collect();
         out.sort_unstable();
         Ok(out.into_iter().map(|(_, d)| d).collect())
+    }
+
+    fn is_online(&self, device: &str) -> bool {
+        device
+            .parse::<DeviceId>()
+            .is_ok_and(|d| self.inner.registry.is_online(d))
     }
 
     fn alert_snapshot(&self) -> HashMap<String, u64> {
@@ -892,10 +901,13 @@ impl RolloutEngine {
                     act_alerts += c.saturating_sub(*c0);
                     act_ms += now.saturating_sub((*at).max(since));
                 }
-                _ => {
+                // only devices that are online compare: an offline one
+                // raises nothing and would make any rate look high
+                _ if self.is_online(d) => {
                     other_alerts += c.saturating_sub(base.get(d).copied().unwrap_or(0));
                     other_ms += now.saturating_sub(since);
                 }
+                _ => {}
             }
         }
         let per_hour = |alerts: u64, ms: i64| {
