@@ -20,6 +20,7 @@
 
 pub mod backend;
 pub mod netns;
+pub mod picketctl;
 pub mod techniques;
 
 use serde_json::Value;
