@@ -108,6 +108,12 @@ fn raised(t: &Technique, trace: &Trace) -> Value {
     a
 }
 
+/// Runs `script` once the daemon is up and returns the alert `t` raised.
+fn raises(t: &Technique, script: impl FnOnce() -> Trace) -> Value {
+    d();
+    raised(t, &script())
+}
+
 #[test]
 fn exec_fork_and_exit_with_full_context() {
     let d = d();
@@ -591,7 +597,7 @@ fn critical_file_change_raises_fim_alert() {
 
 #[test]
 fn reverse_shell_command_line_alerts() {
-    let a = raised(&techniques::REVERSE_SHELL, &techniques::reverse_shell());
+    let a = raises(&techniques::REVERSE_SHELL, techniques::reverse_shell);
     assert_eq!(a["tactics"], json!(["TA0002 Execution"]));
     assert!(a["alert_id"].as_str().unwrap().len() == 32);
 }
@@ -622,36 +628,34 @@ fn picketd_does_not_see_itself_and_exports_metrics() {
 
 #[test]
 fn setuid_bit_raises_an_alert() {
-    let a = raised(
-        &techniques::SETUID_BINARY,
-        &techniques::setuid_binary(&scratch()),
-    );
+    let a = raises(&techniques::SETUID_BINARY, || {
+        techniques::setuid_binary(&scratch())
+    });
     assert_eq!(a["event"]["kind"]["mode"], 0o4755);
 }
 
 #[test]
 fn cron_persistence_raises_an_alert() {
-    raised(&techniques::CRON_JOB, &techniques::cron_job());
+    raises(&techniques::CRON_JOB, techniques::cron_job);
 }
 
 #[test]
 fn systemd_unit_persistence_raises_an_alert() {
-    raised(&techniques::SYSTEMD_UNIT, &techniques::systemd_unit());
+    raises(&techniques::SYSTEMD_UNIT, techniques::systemd_unit);
 }
 
 #[test]
 fn history_clearing_raises_an_alert() {
-    raised(
-        &techniques::HISTORY_CLEARING,
-        &techniques::history_clearing(&scratch()),
-    );
+    raises(&techniques::HISTORY_CLEARING, || {
+        techniques::history_clearing(&scratch())
+    });
 }
 
 #[test]
 fn download_piped_into_a_shell_raises_an_alert() {
-    let a = raised(
+    let a = raises(
         &techniques::DOWNLOAD_PIPE_SHELL,
-        &techniques::download_pipe_shell(),
+        techniques::download_pipe_shell,
     );
     assert!(
         a["event"]["process"]["command_line"]
