@@ -155,6 +155,8 @@ fn scripted_attacks_reach_the_backend_with_their_technique() {
     }
 
     let mut all = Vec::new();
+    // the FIM's settle time is a delay of its own (README)
+    let mut kernel = Vec::new();
     let mut table = vec![
         "| technique | alert (rule title) | ATT&CK | n | p50 ms | p99 ms | of which action → event p50 |"
             .to_owned(),
@@ -164,6 +166,9 @@ fn scripted_attacks_reach_the_backend_with_their_technique() {
         s.total.sort_unstable();
         s.to_event.sort_unstable();
         all.extend_from_slice(&s.total);
+        if t.name != techniques::PASSWD_WRITE.name {
+            kernel.extend_from_slice(&s.total);
+        }
         table.push(format!(
             "| {} | {} | {} | {} | {} | {} | {} |",
             t.name.replace('|', "\\|"),
@@ -176,6 +181,13 @@ fn scripted_attacks_reach_the_backend_with_their_technique() {
         ));
     }
     all.sort_unstable();
+    kernel.sort_unstable();
+    table.push(format!(
+        "| **all but the passwd change** | | | {} | {} | {} | |",
+        kernel.len(),
+        pct(&kernel, 0.5),
+        pct(&kernel, 0.99)
+    ));
     table.push(format!(
         "| **all** | | | {} | {} | {} | |",
         all.len(),
