@@ -79,6 +79,7 @@ struct RawUplink {
     spool_budget_bytes: u64,
     batch_delay_ms: u64,
     heartbeat_interval_secs: u64,
+    keep_alive_secs: u64,
     compression: bool,
 }
 
@@ -288,6 +289,8 @@ pub struct UplinkSettings {
     pub batch_delay: Duration,
     /// Heartbeat period.
     pub heartbeat_interval: Duration,
+    /// MQTT keep-alive: how soon a dead link is noticed.
+    pub keep_alive: Duration,
     /// DEFLATE-compressed alert batches (`FLAG_DEFLATE`, docs/WIRE.md §1.1).
     pub compression: bool,
 }
@@ -612,6 +615,14 @@ impl Config {
                     "must be at least 1",
                 ));
             }
+            // MQTT carries the keep-alive in 16 bits; below 5 s a busy
+            // link's own latency could pass for a dead one.
+            if !(5..=65_535).contains(&u.keep_alive_secs) {
+                return Err(invalid(
+                    "uplink.keep_alive_secs",
+                    "must be between 5 and 65535",
+                ));
+            }
             Some(UplinkSettings {
                 broker_host: host,
                 broker_port: port,
@@ -623,6 +634,7 @@ impl Config {
                 spool_budget_bytes: u.spool_budget_bytes,
                 batch_delay: Duration::from_millis(u.batch_delay_ms),
                 heartbeat_interval: Duration::from_secs(u.heartbeat_interval_secs),
+                keep_alive: Duration::from_secs(u.keep_alive_secs),
                 compression: u.compression,
             })
         } else {
@@ -729,6 +741,15 @@ mod tests {
         let u = c.uplink.unwrap();
         assert_eq!((u.broker_host.as_str(), u.broker_port), ("::1", 8883));
         assert!(u.compression, "alert batches are compressed by default");
+        assert_eq!(u.keep_alive, std::time::Duration::from_secs(30));
+        assert!(DEFAULT_CONFIG.contains("keep_alive_secs = 30"));
+        let e = Config::from_toml(
+            &DEFAULT_CONFIG
+                .replacen("enabled = false\nbroker", "enabled = true\nbroker", 1)
+                .replacen("keep_alive_secs = 30", "keep_alive_secs = 4", 1),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("uplink.keep_alive_secs"), "{e}");
         let e = Config::from_toml("this is not toml").unwrap_err();
         assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
     }

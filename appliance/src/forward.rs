@@ -291,6 +291,7 @@ pub fn start(
     );
     cfg.batch_delay = s.batch_delay;
     cfg.heartbeat_interval = s.heartbeat_interval;
+    cfg.keep_alive = s.keep_alive;
     cfg.heartbeat_source = Some(heartbeat);
     if !s.compression {
         cfg.compression = picket_uplink::Compression::None;

@@ -2,7 +2,7 @@
 //! (admins, enrollment tokens), and plain HTTP/1.1 requests to its REST
 //! API, on the host's loopback or inside a [`crate::netns::NetNs`].
 
-use crate::{free_port, wait_for};
+use crate::{free_port, set, wait_for, Options, Picketd};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -27,6 +27,55 @@ pub fn backend_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// Sets picketd's `[uplink]` for a device enrolled into `dir` (the files
+/// `picketd enroll` writes there) dialing `broker`, with alerts batched for
+/// 50 ms and a heartbeat every second.
+pub fn enrolled_uplink(c: &mut toml::Table, dir: &Path, broker: &str) {
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_owned();
+    set(c, "uplink.enabled", true);
+    set(c, "uplink.broker", broker);
+    set(c, "uplink.ca_file", p("fleet-ca.pem"));
+    set(c, "uplink.cert_file", p("device.pem"));
+    set(c, "uplink.key_file", p("device.key"));
+    set(c, "uplink.identity_file", p("device.key25519"));
+    set(c, "uplink.spool_dir", p("spool"));
+    set(c, "uplink.batch_delay_ms", 50);
+    set(c, "uplink.heartbeat_interval_secs", 1);
+}
+
+/// Runs `picketd enroll --url URL --token TOKEN [--hostname H]` with the
+/// config `edit` makes; panics with its log when enrollment fails.
+pub fn enroll(
+    edit: impl FnOnce(&mut toml::Table, &Path) + 'static,
+    url: &str,
+    token: &str,
+    hostname: Option<&str>,
+) {
+    let mut args: Vec<String> = ["enroll", "--url", url, "--token", token]
+        .map(str::to_owned)
+        .to_vec();
+    if let Some(h) = hostname {
+        args.extend(["--hostname".to_owned(), h.to_owned()]);
+    }
+    let mut d = Picketd::start(Options {
+        edit: Box::new(edit),
+        expect_modules: 0,
+        args,
+        ..Options::default()
+    });
+    assert!(d.wait_exit().success(), "{}", d.log_text());
+}
+
+/// The device id a running, enrolled picketd logged at start.
+pub fn device_id(d: &Picketd) -> String {
+    let text = d.log_text();
+    text.split("as device ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_hexdigit()).next())
+        .unwrap_or_else(|| panic!("no device id in the log:\n{text}"))
+        .to_owned()
 }
 
 /// Where and how a backend listens.
@@ -227,6 +276,25 @@ impl Backend {
                 _ => return out,
             }
         }
+    }
+
+    /// `GET /api/v1/alerts/{id}`: the alert (with its notes) once stored.
+    pub fn alert(&self, bearer: &str, id: &str) -> Option<Value> {
+        let (st, body) = self.request("GET", &format!("/api/v1/alerts/{id}"), Some(bearer), None);
+        match st {
+            200 => Some(serde_json::from_str(&body).unwrap()),
+            404 => None,
+            _ => panic!("GET /api/v1/alerts/{id}: {st} {body}"),
+        }
+    }
+
+    /// `GET /api/v1/devices/{id}/bundles`: the assignment and the states
+    /// the device reported.
+    pub fn device_bundles(&self, bearer: &str, device: &str) -> Value {
+        let path = format!("/api/v1/devices/{device}/bundles");
+        let (st, body) = self.request("GET", &path, Some(bearer), None);
+        assert_eq!(st, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
     }
 
     /// `GET /api/v1/devices`.

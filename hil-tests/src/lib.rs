@@ -20,6 +20,8 @@
 
 pub mod backend;
 pub mod netns;
+pub mod picketctl;
+pub mod techniques;
 
 use serde_json::Value;
 use std::io::Read;

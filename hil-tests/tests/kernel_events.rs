@@ -8,6 +8,7 @@
     reason = "test code: a failure must stop the test with its cause"
 )]
 
+use picket_hil_tests::techniques::{self, nonce, Technique, Trace};
 use picket_hil_tests::{pid_of, set, ty, Options, Picketd};
 use serde_json::{json, Value};
 use std::os::unix::process::CommandExt;
@@ -89,13 +90,6 @@ fn scratch() -> PathBuf {
     std::fs::canonicalize(p).unwrap()
 }
 
-fn nonce() -> String {
-    let mut b = [0u8; 6];
-    // SAFETY: valid buffer.
-    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn realpath(p: &str) -> String {
     std::fs::canonicalize(p)
         .unwrap()
@@ -105,6 +99,19 @@ fn realpath(p: &str) -> String {
 
 fn k<'a>(e: &'a Value, f: &str) -> &'a Value {
     &e["kind"][f]
+}
+
+/// Waits for the alert `t` must raise for `trace`, with its techniques.
+fn raised(t: &Technique, trace: &Trace) -> Value {
+    let a = d().wait_alert(t.rule_title, |a| t.raised(trace, a));
+    assert_eq!(a["techniques"], json!(t.techniques), "{a}");
+    a
+}
+
+/// Runs `script` once the daemon is up and returns the alert `t` raised.
+fn raises(t: &Technique, script: impl FnOnce() -> Trace) -> Value {
+    d();
+    raised(t, &script())
 }
 
 #[test]
@@ -411,17 +418,14 @@ fn kernel_module_load_and_unload_attempts() {
     let d = d();
     let dir = scratch();
     let junk = dir.join("picket-junk.ko");
-    std::fs::write(&junk, b"\x7fELF this is not a kernel module").unwrap();
-    let f = std::fs::File::open(&junk).unwrap();
+    let trace = techniques::module_load(&junk);
     let me = u64::from(std::process::id());
     let empty = c"";
     let name = c"picket_no_such_module";
     let image = [0u8; 64];
-    // SAFETY: raw syscalls with valid pointers; all are expected to fail.
-    let (r1, r2, r3) = unsafe {
-        use std::os::fd::AsRawFd;
+    // SAFETY: raw syscalls with valid pointers; both are expected to fail.
+    let (r2, r3) = unsafe {
         (
-            libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), empty.as_ptr(), 0),
             libc::syscall(
                 libc::SYS_init_module,
                 image.as_ptr(),
@@ -431,7 +435,7 @@ fn kernel_module_load_and_unload_attempts() {
             libc::syscall(libc::SYS_delete_module, name.as_ptr(), libc::O_NONBLOCK),
         )
     };
-    assert!(r1 < 0 && r2 < 0 && r3 < 0, "junk must not load");
+    assert!(r2 < 0 && r3 < 0, "junk must not load");
     let fin = d.wait_event("finit_module", |e| {
         pid_of(e) == me && ty(e) == "module_load" && k(e, "syscall") == "finit_module"
     });
@@ -447,39 +451,24 @@ fn kernel_module_load_and_unload_attempts() {
     });
     assert_eq!(k(&del, "name"), "picket_no_such_module");
     assert_eq!(k(&del, "success"), false);
-    let a = d.wait_alert("module alert", |a| {
-        a["rule_title"] == "Kernel Module Load Attempt"
-            && a["event"]["kind"]["path"] == junk.to_str().unwrap()
-    });
-    assert_eq!(a["techniques"], json!(["T1547.006"]));
+    let a = raised(&techniques::MODULE_LOAD, &trace);
+    assert_eq!(a["event"]["kind"]["path"], junk.to_str().unwrap());
     assert_eq!(a["author"], "Picket");
 }
 
 #[test]
 fn ptrace_attach_is_reported_with_its_target() {
     let d = d();
-    let mut target = Command::new("/bin/sleep").arg("30").spawn().unwrap();
-    let tpid = i32::try_from(target.id()).unwrap();
-    // wait until the exec happened so the target's image is the sleeper
-    d.wait_event("sleep exec", |e| {
-        ty(e) == "process_exec" && pid_of(e) == u64::from(target.id())
+    // the attach waits until picketd saw the exec, so the target's image
+    // is the sleeper
+    let trace = techniques::ptrace_attach(|pid| {
+        d.wait_event("sleep exec", |e| {
+            ty(e) == "process_exec" && pid_of(e) == u64::from(pid)
+        });
     });
-    // SAFETY: attaching to our own child, then detaching.
-    unsafe {
-        assert_eq!(
-            libc::ptrace(libc::PTRACE_ATTACH, tpid, 0, 0),
-            0,
-            "{}",
-            std::io::Error::last_os_error()
-        );
-        let mut st = 0;
-        libc::waitpid(tpid, &raw mut st, 0);
-        libc::ptrace(libc::PTRACE_DETACH, tpid, 0, 0);
-    }
-    target.kill().unwrap();
-    target.wait().unwrap();
+    let target = trace.pid().unwrap();
     let e = d.wait_event("ptrace", |e| {
-        ty(e) == "ptrace" && k(e, "target_pid") == u64::from(target.id())
+        ty(e) == "ptrace" && k(e, "target_pid") == target
     });
     assert_eq!(k(&e, "request"), "PTRACE_ATTACH");
     assert_eq!(k(&e, "success"), true);
@@ -488,29 +477,15 @@ fn ptrace_attach_is_reported_with_its_target() {
         realpath("/bin/sleep")
     );
     assert_eq!(pid_of(&e), u64::from(std::process::id()));
-    d.wait_alert("ptrace alert", |a| {
-        a["rule_title"] == "Process Attach or Memory Write via ptrace"
-            && a["event"]["kind"]["target_pid"] == u64::from(target.id())
-    });
+    raised(&techniques::PTRACE_ATTACH, &trace);
 }
 
 #[test]
 fn memfd_exec_is_fileless() {
     let d = d();
     let n = format!("picket-payload-{}", nonce());
-    let cname = std::ffi::CString::new(n.clone()).unwrap();
-    // SAFETY: valid name; no MFD_CLOEXEC so the child can exec it.
-    let fd = unsafe { libc::memfd_create(cname.as_ptr(), 0) };
-    assert!(fd >= 0);
-    let payload = std::fs::read("/bin/true").unwrap();
-    // SAFETY: valid buffer and fd.
-    let w = unsafe { libc::write(fd, payload.as_ptr().cast(), payload.len()) };
-    assert_eq!(usize::try_from(w).unwrap(), payload.len());
-    let mut child = Command::new(format!("/proc/self/fd/{fd}")).spawn().unwrap();
-    let pid = u64::from(child.id());
-    assert!(child.wait().unwrap().success());
-    // SAFETY: closing our fd.
-    unsafe { libc::close(fd) };
+    let trace = techniques::memfd_exec(&n);
+    let pid = trace.pid().unwrap();
     let m = d.wait_event("memfd_create", |e| {
         ty(e) == "memfd_create" && k(e, "name") == n.as_str()
     });
@@ -527,10 +502,7 @@ fn memfd_exec_is_fileless() {
         "{}",
         x["process"]["image"]
     );
-    d.wait_alert("fileless alert", |a| {
-        a["rule_title"] == "Fileless Execution From Memory (memfd or Deleted Binary)"
-            && a["event"]["process"]["pid"] == pid
-    });
+    raised(&techniques::MEMFD_EXEC, &trace);
 }
 
 #[test]
@@ -613,38 +585,19 @@ fn su_session_through_the_syslog_socket() {
 fn critical_file_change_raises_fim_alert() {
     let s = shared();
     let path = s.fim_file.to_str().unwrap();
-    std::fs::write(
-        &s.fim_file,
-        "root:x:0:0:root:/root:/bin/sh\nevil:x:0:0::/:/bin/sh\n",
-    )
-    .unwrap();
+    let trace = techniques::passwd_write(&s.fim_file);
     let e = s.d.wait_event("fim change", |e| {
         ty(e) == "fim_change" && k(e, "path") == path
     });
     assert_eq!(k(&e, "changes"), &json!(["content"]));
     assert_ne!(k(&e, "old_hash"), k(&e, "new_hash"));
-    let a = s.d.wait_alert("fim alert", |a| {
-        a["rule_title"] == "Critical System File Changed" && a["event"]["kind"]["path"] == path
-    });
+    let a = raised(&techniques::PASSWD_WRITE, &trace);
     assert_eq!(a["level"], "high");
 }
 
 #[test]
 fn reverse_shell_command_line_alerts() {
-    let d = d();
-    let port = picket_hil_tests::free_port(); // nothing listens: harmless
-    let mut child = Command::new("/bin/bash")
-        .args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port} || true")])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = u64::from(child.id());
-    child.wait().unwrap();
-    let a = d.wait_alert("reverse shell alert", |a| {
-        a["rule_title"] == "Shell Redirected to a Network Socket via /dev/tcp"
-            && a["event"]["process"]["pid"] == pid
-    });
-    assert_eq!(a["techniques"], json!(["T1059.004"]));
+    let a = raises(&techniques::REVERSE_SHELL, techniques::reverse_shell);
     assert_eq!(a["tactics"], json!(["TA0002 Execution"]));
     assert!(a["alert_id"].as_str().unwrap().len() == 32);
 }
@@ -675,70 +628,40 @@ fn picketd_does_not_see_itself_and_exports_metrics() {
 
 #[test]
 fn setuid_bit_raises_an_alert() {
-    use std::os::unix::fs::PermissionsExt;
-    let d = d();
-    let dir = scratch();
-    let f = dir.join("suid-copy");
-    std::fs::copy("/bin/true", &f).unwrap();
-    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o4755)).unwrap();
-    let a = d.wait_alert("suid alert", |a| {
-        a["rule_title"] == "Set-UID or Set-GID Bit Set on a File"
-            && a["event"]["kind"]["path"] == f.to_str().unwrap()
+    let a = raises(&techniques::SETUID_BINARY, || {
+        techniques::setuid_binary(&scratch())
     });
     assert_eq!(a["event"]["kind"]["mode"], 0o4755);
-    assert_eq!(a["techniques"], json!(["T1548.001"]));
-}
-
-/// Runs a harmless shell command and returns its pid.
-fn sh(script: &str) -> u64 {
-    let mut child = Command::new("/bin/bash")
-        .args(["-c", script])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = u64::from(child.id());
-    child.wait().unwrap();
-    pid
 }
 
 #[test]
 fn cron_persistence_raises_an_alert() {
-    let d = d();
-    let f = format!("/etc/cron.d/picket-hil-{}", nonce());
-    sh(&format!("echo '* * * * * root true' > {f}"));
-    let _ = std::fs::remove_file(&f);
-    let a = d.wait_alert("cron alert", |a| {
-        a["rule_title"] == "Cron Job Written for Persistence"
-            && a["event"]["kind"]["path"] == f.as_str()
-    });
-    assert_eq!(a["techniques"], json!(["T1053.003"]));
+    raises(&techniques::CRON_JOB, techniques::cron_job);
 }
 
 #[test]
 fn systemd_unit_persistence_raises_an_alert() {
-    let d = d();
-    let f = format!("/etc/systemd/system/picket-hil-{}.service", nonce());
-    sh(&format!(
-        "printf '[Service]\\nExecStart=/bin/true\\n' > {f}"
-    ));
-    let _ = std::fs::remove_file(&f);
-    let a = d.wait_alert("systemd unit alert", |a| {
-        a["rule_title"] == "Systemd Unit Written for Persistence"
-            && a["event"]["kind"]["path"] == f.as_str()
-    });
-    assert_eq!(a["techniques"], json!(["T1543.002"]));
+    raises(&techniques::SYSTEMD_UNIT, techniques::systemd_unit);
 }
 
 #[test]
 fn history_clearing_raises_an_alert() {
-    let d = d();
-    let dir = scratch();
-    let hist = dir.join(".bash_history");
-    std::fs::write(&hist, "ls\n").unwrap();
-    let pid = sh(&format!("truncate -s 0 {}; true", hist.display()));
-    let a = d.wait_alert("history alert", |a| {
-        a["rule_title"] == "Shell History Cleared or Disabled"
-            && a["event"]["process"]["pid"] == pid
+    raises(&techniques::HISTORY_CLEARING, || {
+        techniques::history_clearing(&scratch())
     });
-    assert_eq!(a["techniques"], json!(["T1070.003"]));
+}
+
+#[test]
+fn download_piped_into_a_shell_raises_an_alert() {
+    let a = raises(
+        &techniques::DOWNLOAD_PIPE_SHELL,
+        techniques::download_pipe_shell,
+    );
+    assert!(
+        a["event"]["process"]["command_line"]
+            .as_str()
+            .unwrap()
+            .contains("| sh"),
+        "{a}"
+    );
 }

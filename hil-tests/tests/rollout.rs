@@ -11,126 +11,18 @@
 )]
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use picket_hil_tests::backend::Backend;
+use picket_hil_tests::picketctl::{failed_login_rule as rule, Ops};
 use picket_hil_tests::{append_failed_logins, auth_log_only, set, wait_for, Options, Picketd};
 use serde_json::Value;
 
-fn picketctl_bin() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
-        PathBuf::from,
-    );
-    let bin = target.join("debug/picketctl");
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo build -p picket-cli --bin picketctl` first",
-        bin.display()
-    );
-    bin
-}
-
-/// Runs picketctl; `(success, stdout, stderr)`.
-fn picketctl(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(picketctl_bin()).args(args).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ok(args: &[&str]) -> String {
-    let (success, stdout, stderr) = picketctl(args);
-    assert!(success, "picketctl {args:?} failed: {stderr}{stdout}");
-    stdout
-}
-
-fn rule(title: &str, id: &str) -> String {
-    format!(
-        "title: {title}\nid: {id}\nstatus: test\nauthor: Picket HIL tests\n\
-         logsource: {{product: linux, service: sshd}}\n\
-         detection:\n  sel: {{Outcome: failure}}\n  condition: sel\nlevel: medium\n"
-    )
-}
-
-struct Fleet {
-    dir: PathBuf,
-    url: String,
-    token: PathBuf,
-}
-
-impl Fleet {
-    fn p(&self, f: &str) -> String {
-        self.dir.join(f).to_str().unwrap().to_owned()
-    }
-
-    /// Builds and signs bundle `version` with one rule titled `title`.
-    fn bundle(&self, version: u64, title: &str) -> String {
-        let rules = self.dir.join(format!("rules-{version}"));
-        std::fs::create_dir_all(&rules).unwrap();
-        std::fs::write(
-            rules.join("login.yml"),
-            rule(title, &format!("3b0c8e52-7a61-4c2e-9f00-{version:012}")),
-        )
-        .unwrap();
-        let out = self.p(&format!("b{version}.pbundle"));
-        let v = version.to_string();
-        ok(&[
-            "bundle",
-            "build",
-            "--rules",
-            rules.to_str().unwrap(),
-            "--version",
-            &v,
-            "--expires-days",
-            "30",
-            "--out",
-            &out,
-        ]);
-        ok(&[
-            "bundle",
-            "sign",
-            "--key",
-            &self.p("bundle.key"),
-            "--in",
-            &out,
-            "--out",
-            &out,
-        ]);
-        out
-    }
-
-    fn push(&self, file: &str, extra: &[&str]) -> Value {
-        let mut args = vec![
-            "bundle",
-            "push",
-            file,
-            "--url",
-            &self.url,
-            "--token-file",
-            self.token.to_str().unwrap(),
-            "--json",
-        ];
-        args.extend_from_slice(extra);
-        serde_json::from_str(&ok(&args)).unwrap()
-    }
-
-    fn status(&self) -> Value {
-        let out = ok(&[
-            "rollout",
-            "status",
-            "--url",
-            &self.url,
-            "--token-file",
-            self.token.to_str().unwrap(),
-            "--json",
-        ]);
-        serde_json::from_str(&out).unwrap()
-    }
+/// Builds and signs bundle `version` with one rule titled `title`.
+fn bundle(fleet: &Ops, version: u64, title: &str) -> String {
+    let yaml = rule(title, &format!("3b0c8e52-7a61-4c2e-9f00-{version:012}"));
+    fleet.bundle(version, &[("login.yml", &yaml)])
 }
 
 #[test]
@@ -161,43 +53,16 @@ fn bundles_pushed_with_picketctl_reach_a_real_picketd_through_the_backend() {
         .unwrap()
         .to_owned();
     let ops = dir.path().join("ops");
-    std::fs::create_dir_all(&ops).unwrap();
-    std::fs::write(ops.join("api.token"), &bearer).unwrap();
-    let fleet = Fleet {
-        dir: ops.clone(),
-        url: format!("http://127.0.0.1:{}", backend.http),
-        token: ops.join("api.token"),
-    };
+    let fleet = Ops::new(&ops, &backend.url(), &bearer, None);
 
     // keys and the root (the backend and the device each get a copy)
-    ok(&["keygen", "--out", &fleet.p("root.key")]);
-    ok(&["keygen", "--out", &fleet.p("bundle.key")]);
-    ok(&[
-        "root",
-        "init",
-        "--key",
-        &fleet.p("root.key"),
-        "--threshold",
-        "1",
-        "--bundle-key",
-        &fleet.p("bundle.key.pub"),
-        "--bundle-threshold",
-        "1",
-        "--expires-days",
-        "365",
-        "--out",
-        &fleet.p("root.pbroot"),
-    ]);
-    std::fs::copy(
-        ops.join("root.pbroot"),
-        dir.path().join("data/bundle-root.pbroot"),
-    )
-    .unwrap();
+    let root = fleet.init_root();
+    std::fs::copy(&root, dir.path().join("data/bundle-root.pbroot")).unwrap();
 
     // the appliance: enrolled, auth log only, the root pinned
     let site = dir.path().join("site");
     std::fs::create_dir_all(&site).unwrap();
-    std::fs::copy(ops.join("root.pbroot"), site.join("root.pbroot")).unwrap();
+    std::fs::copy(&root, site.join("root.pbroot")).unwrap();
     let log = site.join("auth.log");
     std::fs::write(&log, "").unwrap();
     let rules_dir = site.join("rules");
@@ -259,7 +124,7 @@ fn bundles_pushed_with_picketctl_reach_a_real_picketd_through_the_backend() {
     };
 
     // 1. a good bundle: pushed, announced, downloaded, verified, active
-    let b1 = fleet.bundle(1, "bundle one");
+    let b1 = bundle(&fleet, 1, "bundle one");
     let started = Instant::now();
     let pushed = fleet.push(&b1, &["--stages", "100", "--min-finished", "1"]);
     assert_eq!(pushed["bundle"]["version"], 1);
@@ -294,7 +159,7 @@ fn bundles_pushed_with_picketctl_reach_a_real_picketd_through_the_backend() {
         "title: broken\nlogsource: {product: linux}\ndetection:\n  sel: {a|nosuchmodifier: x}\n  condition: sel\n",
     )
     .unwrap();
-    let (success, _, stderr) = picketctl(&[
+    let (success, _, stderr) = fleet.run(&[
         "bundle",
         "build",
         "--rules",
@@ -353,7 +218,7 @@ fn bundles_pushed_with_picketctl_reach_a_real_picketd_through_the_backend() {
     d.stop();
     let stopped_at = Instant::now();
     for (v, title) in [(3, "bundle three"), (4, "bundle four"), (5, "bundle five")] {
-        let b = fleet.bundle(v, title);
+        let b = bundle(&fleet, v, title);
         fleet.push(&b, &["--min-finished", "1"]);
     }
     let _d = Picketd::start(options());
@@ -391,7 +256,7 @@ fn bundles_pushed_with_picketctl_reach_a_real_picketd_through_the_backend() {
         .as_i64()
         .unwrap()
         .to_string();
-    let out = ok(&[
+    let out = fleet.ok(&[
         "rollout",
         "rollback",
         &id,

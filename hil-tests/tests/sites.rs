@@ -5,6 +5,13 @@
 //! alerts; one site's link is cut while all keep detecting; when it
 //! returns, every alert of every site is in the backend exactly once.
 //!
+//! While the site is cut off, an operator pushes a signed rule bundle with
+//! `picketctl` (in hq) and rolls it out to every site: the two connected
+//! sites activate it at once, the cut one when its link returns (the cut
+//! outlasts the MQTT keep-alive, so it reconnects and gets the retained
+//! announcement, docs/BUNDLES.md §9), and then every site detects with the
+//! bundle's rule.
+//!
 //! Each site's only source is its own auth log (kernel modules off), so the
 //! alerts of a site are exactly the failed logins the test writes there,
 //! whatever else runs on the host.
@@ -14,19 +21,29 @@
     reason = "test code: a failure must stop the test with its cause"
 )]
 
-use picket_hil_tests::backend::{Backend, BackendOptions};
+use picket_hil_tests::backend::{device_id, enroll, enrolled_uplink, Backend, BackendOptions};
 use picket_hil_tests::netns::{Lan, NetNs};
+use picket_hil_tests::picketctl::{failed_login_rule, Ops};
 use picket_hil_tests::{
     append_failed_logins, auth_log_only, require_root, set, wait_for, Options, Picketd,
     FAILED_LOGIN_RULE,
 };
-use std::collections::BTreeSet;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Inside a fresh namespace every port is free: fixed ports are safe.
 const HTTP: u16 = 8080;
 const MQTT: u16 = 8883;
+/// The sites' `uplink.keep_alive_secs` (the least picketd accepts): a site
+/// notices a dead link within two of these, the broker drops a silent
+/// device after one and a half.
+const KEEP_ALIVE_SECS: u64 = 5;
+/// The title of the rule the sites start with (`rules_dirs`).
+const DIR_RULE: &str = "HIL failed SSH login";
+/// The title of the bundle's rule.
+const BUNDLE_RULE: &str = "HIL bundle rule, failed SSH login";
 
 /// One site's files and its running daemon.
 struct Site {
@@ -38,61 +55,47 @@ struct Site {
 }
 
 impl Site {
-    /// Enrolls a site in `ns` with the backend and starts its daemon.
-    fn start(ns: &NetNs, name: &str, dir: &Path, backend: &Backend, token: &str) -> Site {
+    /// Enrolls a site in `ns` with the backend and starts its daemon, which
+    /// trusts bundles signed under `root`.
+    fn start(
+        ns: &NetNs,
+        name: &str,
+        dir: &Path,
+        backend: &Backend,
+        token: &str,
+        root: &Path,
+    ) -> Site {
         let rules = dir.join("rules");
         std::fs::create_dir_all(&rules).unwrap();
         std::fs::write(rules.join("ssh_failed.yml"), FAILED_LOGIN_RULE).unwrap();
+        std::fs::copy(root, dir.join("root.pbroot")).unwrap();
         let auth_log = dir.join("auth.log");
         std::fs::write(&auth_log, "").unwrap();
         let (d, log, broker) = (dir.to_owned(), auth_log.clone(), backend.broker());
         let edit = move |c: &mut toml::Table, _: &Path| {
             auth_log_only(c, &log, Some(&d.join("rules")));
-            let p = |f: &str| d.join(f).to_str().unwrap().to_owned();
-            set(c, "uplink.enabled", true);
-            set(c, "uplink.broker", broker.clone());
-            set(c, "uplink.ca_file", p("fleet-ca.pem"));
-            set(c, "uplink.cert_file", p("device.pem"));
-            set(c, "uplink.key_file", p("device.key"));
-            set(c, "uplink.identity_file", p("device.key25519"));
-            set(c, "uplink.spool_dir", p("spool"));
-            set(c, "uplink.batch_delay_ms", 50);
-            set(c, "uplink.heartbeat_interval_secs", 1);
+            enrolled_uplink(c, &d, &broker);
+            set(
+                c,
+                "uplink.keep_alive_secs",
+                i64::try_from(KEEP_ALIVE_SECS).unwrap(),
+            );
+            set(
+                c,
+                "detection.bundle_root",
+                d.join("root.pbroot").to_str().unwrap(),
+            );
         };
         let (url, token, host) = (backend.url(), token.to_owned(), name.to_owned());
         let e = edit.clone();
-        let mut enroll = ns.run(move || {
-            Picketd::start(Options {
-                edit: Box::new(e),
-                expect_modules: 0,
-                args: [
-                    "enroll",
-                    "--url",
-                    &url,
-                    "--token",
-                    &token,
-                    "--hostname",
-                    &host,
-                ]
-                .map(str::to_owned)
-                .to_vec(),
-                ..Options::default()
-            })
-        });
-        assert!(enroll.wait_exit().success(), "{}", enroll.log_text());
+        ns.run(move || enroll(e, &url, &token, Some(&host)));
         let daemon = ns.run(move || {
             Picketd::start(Options {
                 edit: Box::new(edit),
                 ..Options::default()
             })
         });
-        let text = daemon.log_text();
-        let device_id = text
-            .split("as device ")
-            .nth(1)
-            .and_then(|s| s.split(|c: char| !c.is_ascii_hexdigit()).next())
-            .unwrap_or_else(|| panic!("no device id in the log:\n{text}"))
-            .to_owned();
+        let device_id = device_id(&daemon);
         Site {
             name: name.to_owned(),
             auth_log,
@@ -117,6 +120,15 @@ impl Site {
         ns.run(|| self.daemon.metric(name, ""))
     }
 
+    /// How many lines of the daemon's log have this message.
+    fn logged(&self, message: &str) -> usize {
+        self.daemon
+            .log_lines()
+            .iter()
+            .filter(|l| l["fields"]["message"] == message)
+            .count()
+    }
+
     /// The alert ids in the site's alerts file.
     fn local_ids(&self) -> BTreeSet<String> {
         self.daemon
@@ -137,6 +149,27 @@ fn remote_ids(backend: &Backend, bearer: &str, device: &str) -> Vec<String> {
         .collect()
 }
 
+/// The backend's alerts of one device, counted by rule title.
+fn titles(backend: &Backend, bearer: &str, device: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for a in backend.all_alerts(bearer, &format!("device={device}"), 500) {
+        *out.entry(a["rule_title"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    out
+}
+
+/// The state `device` reported for bundle `version` (`"active"`, ...).
+fn bundle_state(backend: &Backend, bearer: &str, device: &str, version: u64) -> Option<String> {
+    let v: Value = backend.device_bundles(bearer, device);
+    v["states"]
+        .as_array()?
+        .iter()
+        .find(|s| s["version"] == version)
+        .and_then(|s| s["state"].as_str())
+        .map(str::to_owned)
+}
+
 fn online(backend: &Backend, bearer: &str, device: &str) -> Option<bool> {
     backend
         .devices(bearer)
@@ -146,7 +179,7 @@ fn online(backend: &Backend, bearer: &str, device: &str) -> Option<bool> {
 }
 
 #[test]
-fn three_sites_one_cut_off_every_alert_arrives_once() {
+fn three_sites_one_cut_off_every_alert_arrives_once_and_the_bundle_on_return() {
     const FIRST: u64 = 40;
     const OFFLINE: u64 = 300;
     const LAST: u64 = 40;
@@ -178,6 +211,16 @@ fn three_sites_one_cut_off_every_alert_arrives_once() {
     )
     .is_err()));
     let bearer = backend.admin_session("admin", "correct horse battery");
+    // the operator works in hq: keys, the root (the backend's copy and
+    // each site's), bundles
+    let ops = Ops::new(
+        &dir.path().join("ops"),
+        &backend.url(),
+        &bearer,
+        Some(lan.hq.name()),
+    );
+    let root = ops.init_root();
+    std::fs::copy(&root, dir.path().join("hq/data/bundle-root.pbroot")).unwrap();
     let mut sites: Vec<Site> = ["site-a", "site-b", "site-c"]
         .iter()
         .enumerate()
@@ -185,7 +228,7 @@ fn three_sites_one_cut_off_every_alert_arrives_once() {
             let d = dir.path().join(name);
             std::fs::create_dir_all(&d).unwrap();
             let token = backend.enrollment_token(name);
-            Site::start(&lan.sites[i], name, &d, &backend, &token)
+            Site::start(&lan.sites[i], name, &d, &backend, &token, &root)
         })
         .collect();
     let devices = backend.devices(&bearer);
@@ -215,6 +258,8 @@ fn three_sites_one_cut_off_every_alert_arrives_once() {
     lan.cut(CUT);
     let cut_at = Instant::now();
     assert!(!lan.reaches_hq(CUT, HTTP));
+    let connects_before_cut = sites[CUT].logged("connected to the broker");
+    let losses_before_cut = sites[CUT].logged("broker connection lost or refused");
     for s in &mut sites {
         s.failed_logins(OFFLINE);
     }
@@ -253,11 +298,70 @@ fn three_sites_one_cut_off_every_alert_arrives_once() {
         FIRST,
         "nothing of site-b's arrives while it is cut"
     );
+
+    // ...and meanwhile a bundle is pushed and rolled out to all: the
+    // connected sites activate it. (Pushed after their burst of alerts: a
+    // rollout pauses when the devices running it alert far more than the
+    // targeted devices that do not (BUNDLES.md §9, step 6), and here the
+    // only such device is site-b, whose alerts cannot arrive.)
+    let yaml = failed_login_rule(BUNDLE_RULE, "5e7b2c10-9d4a-4f7e-8a31-000000000001");
+    let bundle = ops.bundle(1, &[("login.yml", &yaml)]);
+    let pushed = ops.push(&bundle, &["--stages", "100", "--min-finished", "1"]);
+    assert_eq!(pushed["rollout"]["state"], "running", "{pushed}");
+    let status = wait_for(
+        "the connected sites to activate the bundle",
+        Duration::from_secs(60),
+        || {
+            let s = ops.status();
+            (s["states"]["active"] == 2).then_some(s)
+        },
+    );
+    assert_eq!(status["rollout"]["version"], 1, "{status}");
+    assert_eq!(status["rollout"]["state"], "running", "{status}");
+    assert_eq!(status["states"]["pending"], 1, "{status}");
+    for (i, s) in sites.iter().enumerate() {
+        let state = bundle_state(&backend, &bearer, &s.device_id, 1);
+        if i == CUT {
+            assert_eq!(state, None, "site-b cannot have heard of it");
+        } else {
+            assert_eq!(state.as_deref(), Some("active"), "{}", s.name);
+        }
+    }
+
+    // the cut outlasts the keep-alive: site-b gives its connection up
+    // (and the broker its side), so the link's return is a reconnection
+    wait_for(
+        "site-b to give up its broker connection",
+        Duration::from_secs(4 * KEEP_ALIVE_SECS),
+        || (b.logged("broker connection lost or refused") > losses_before_cut).then_some(()),
+    );
+    let outlast = Duration::from_secs(3 * KEEP_ALIVE_SECS);
+    std::thread::sleep(outlast.saturating_sub(cut_at.elapsed()));
+    assert_eq!(bundle_state(&backend, &bearer, &b.device_id, 1), None);
     let offline_for = cut_at.elapsed();
 
-    // 3. the link returns; more alerts everywhere; all arrive once
+    // 3. the link returns: site-b reconnects and activates the bundle; more
+    //    alerts everywhere, detected by the bundle's rule; all arrive once
     lan.restore(CUT);
     let restored_at = Instant::now();
+    let b = &sites[CUT];
+    let b_active = wait_for(
+        "site-b to activate the bundle after its return",
+        Duration::from_secs(120),
+        || {
+            (bundle_state(&backend, &bearer, &b.device_id, 1).as_deref() == Some("active"))
+                .then(|| restored_at.elapsed())
+        },
+    );
+    assert!(
+        b.logged("connected to the broker") > connects_before_cut,
+        "site-b came back on a new connection"
+    );
+    let status = wait_for("the rollout to complete", Duration::from_secs(30), || {
+        let s = ops.status();
+        (s["rollout"]["state"] == "completed").then_some(s)
+    });
+    assert_eq!(status["states"]["active"], 3, "{status}");
     for s in &mut sites {
         s.failed_logins(LAST);
     }
@@ -289,6 +393,17 @@ fn three_sites_one_cut_off_every_alert_arrives_once() {
             s.name
         );
         assert_eq!(unique, s.local_ids(), "{}: exactly its alerts", s.name);
+        // the bundle's rule detects everything after site-b's return
+        let want = BTreeMap::from([
+            (DIR_RULE.to_owned(), FIRST + OFFLINE),
+            (BUNDLE_RULE.to_owned(), LAST),
+        ]);
+        assert_eq!(
+            titles(&backend, &bearer, &s.device_id),
+            want,
+            "{}: alerts by rule",
+            s.name
+        );
         report.push(format!("{} {}", s.name, remote.len()));
     }
     // nobody else's alerts in the backend
@@ -300,9 +415,11 @@ fn three_sites_one_cut_off_every_alert_arrives_once() {
         backend.log_text()
     );
     eprintln!(
-        "sites: offline {:.1} s, site-b spool depth {depth} while cut, caught up {:.1} s after restore; \
+        "sites: offline {:.1} s (keep-alive {KEEP_ALIVE_SECS} s), site-b spool depth {depth} while cut, \
+         bundle active {:.1} s and caught up {:.1} s after restore; \
          delivered once: {}; {all} in total; test {:.1} s",
         offline_for.as_secs_f64(),
+        b_active.as_secs_f64(),
         b_caught_up.as_secs_f64(),
         report.join(", "),
         started.elapsed().as_secs_f64(),

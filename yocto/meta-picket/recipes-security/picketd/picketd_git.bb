@@ -9,10 +9,11 @@ BUGTRACKER = "https://example.invalid/picket/issues"
 CVE_PRODUCT = "picketd"
 SECTION = "security"
 # The probes are dual-licensed (GPL-2.0-only OR Apache-2.0); under the
-# Apache option the whole binary is Apache-2.0. The repository has no
-# LICENSE file yet, so the checksum covers the workspace's license line.
+# Apache option the whole binary is Apache-2.0, the license of the
+# repository's LICENSE file (the canonical text, as in oe-core's
+# common-licenses).
 LICENSE = "Apache-2.0"
-LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=37;endline=37;md5=2507bd5f0713f05419cd2f22fa06fe62"
+LIC_FILES_CHKSUM = "file://LICENSE;md5=3b83ef96387f14655fc854ddc3c6bd57"
 
 PV = "0.1.0+git"
 
