@@ -19,17 +19,8 @@ fn appliance_alerts_reach_the_backend_api_after_enrollment() {
     picket_hil_tests::require_root();
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     let backend = Backend::start(dir.path());
-    backend.cli(
-        &["create-admin", "--name", "admin"],
-        &[("PICKET_ADMIN_PASSWORD", "correct horse battery")],
-        "",
-    );
-    let token = backend.cli(
-        &["create-token", "--label", "hil", "--ttl-secs", "600"],
-        &[],
-        "",
-    );
-    let token = token.lines().last().unwrap().trim().to_owned();
+    let bearer = backend.admin_session("admin", "correct horse battery");
+    let token = backend.enrollment_token("hil");
 
     // the appliance's files live where [uplink] says
     let site = dir.path().join("site");
@@ -124,15 +115,6 @@ fn appliance_alerts_reach_the_backend_api_after_enrollment() {
     );
 
     // the analyst's view
-    let (st, body) = backend.request(
-        "POST",
-        "/api/v1/auth/login",
-        None,
-        Some(&serde_json::json!({"name": "admin", "password": "correct horse battery"})),
-    );
-    assert_eq!(st, 200, "{body}");
-    let session: Value = serde_json::from_str(&body).unwrap();
-    let bearer = session["token"].as_str().unwrap().to_owned();
     let alerts = wait_for("alerts in the backend", Duration::from_secs(20), || {
         let (st, body) = backend.request("GET", "/api/v1/alerts?limit=500", Some(&bearer), None);
         assert_eq!(st, 200, "{body}");

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use picket_hil_tests::backend::Backend;
+use picket_hil_tests::backend::{enroll, enrolled_uplink, Backend};
 use picket_hil_tests::picketctl::{failed_login_rule as rule, Ops};
 use picket_hil_tests::{append_failed_logins, auth_log_only, set, wait_for, Options, Picketd};
 use serde_json::Value;
@@ -30,28 +30,8 @@ fn bundles_pushed_with_picketctl_reach_a_real_picketd_through_the_backend() {
     picket_hil_tests::require_root();
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     let backend = Backend::start(dir.path());
-    backend.cli(
-        &["create-admin", "--name", "admin"],
-        &[("PICKET_ADMIN_PASSWORD", "correct horse battery")],
-        "",
-    );
-    let enroll_token = backend.cli(
-        &["create-token", "--label", "hil", "--ttl-secs", "600"],
-        &[],
-        "",
-    );
-    let enroll_token = enroll_token.lines().last().unwrap().trim().to_owned();
-    let (st, body) = backend.request(
-        "POST",
-        "/api/v1/auth/login",
-        None,
-        Some(&serde_json::json!({"name": "admin", "password": "correct horse battery"})),
-    );
-    assert_eq!(st, 200, "{body}");
-    let bearer = serde_json::from_str::<Value>(&body).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let bearer = backend.admin_session("admin", "correct horse battery");
+    let enroll_token = backend.enrollment_token("hil");
     let ops = dir.path().join("ops");
     let fleet = Ops::new(&ops, &backend.url(), &bearer, None);
 
@@ -72,42 +52,26 @@ fn bundles_pushed_with_picketctl_reach_a_real_picketd_through_the_backend() {
         rule("dir rule", "3b0c8e52-7a61-4c2e-9f00-999999999999"),
     )
     .unwrap();
-    let (mqtt, s, l, r) = (backend.mqtt, site.clone(), log.clone(), rules_dir.clone());
+    let (broker, s, l, r) = (
+        backend.broker(),
+        site.clone(),
+        log.clone(),
+        rules_dir.clone(),
+    );
     let edit = move |c: &mut toml::Table, _: &Path| {
         auth_log_only(c, &l, Some(&r));
+        enrolled_uplink(c, &s, &broker);
         let p = |f: &str| s.join(f).to_str().unwrap().to_owned();
         set(c, "daemon.data_dir", p(""));
         set(c, "detection.bundle_root", p("root.pbroot"));
-        set(c, "uplink.enabled", true);
-        set(c, "uplink.broker", format!("127.0.0.1:{mqtt}"));
-        set(c, "uplink.ca_file", p("fleet-ca.pem"));
-        set(c, "uplink.cert_file", p("device.pem"));
-        set(c, "uplink.key_file", p("device.key"));
-        set(c, "uplink.identity_file", p("device.key25519"));
-        set(c, "uplink.spool_dir", p("spool"));
-        set(c, "uplink.batch_delay_ms", 50);
-        set(c, "uplink.heartbeat_interval_secs", 1);
     };
-    let mut enroll = Picketd::start(Options {
-        edit: Box::new(edit.clone()),
-        expect_modules: 0,
-        args: vec![
-            "enroll".into(),
-            "--url".into(),
-            fleet.url.clone(),
-            "--token".into(),
-            enroll_token,
-        ],
-        ..Options::default()
-    });
-    assert!(enroll.wait_exit().success(), "{}", enroll.log_text());
+    enroll(edit.clone(), &fleet.url, &enroll_token, None);
     let options = || Options {
         edit: Box::new(edit.clone()),
         ..Options::default()
     };
     let mut d = Picketd::start(options());
-    let (_, body) = backend.request("GET", "/api/v1/devices", Some(&bearer), None);
-    let device = serde_json::from_str::<Value>(&body).unwrap()[0]["id"]
+    let device = backend.devices(&bearer)[0]["id"]
         .as_str()
         .unwrap()
         .to_owned();
