@@ -191,7 +191,23 @@ async fn unauthenticated_and_revoked_agents_are_refused() {
     let id = agent(&b, "s3cret").await;
     assert_eq!(status(&connect(&b, None).await.unwrap_err()), 401);
     assert_eq!(status(&connect(&b, Some("wrong")).await.unwrap_err()), 401);
-    drop(connect(&b, Some("s3cret")).await.unwrap());
+    let mut open = connect(&b, Some("s3cret")).await.unwrap();
     b.started.fleet.revoke(&id, "op").await.unwrap();
+    // An open stream is closed at its next message.
+    open.send(Message::Text(GOOD.into())).await.unwrap();
+    let r = reply(&mut open).await;
+    assert_eq!(r["type"], "error", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("revoked"), "{r}");
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match open.next().await {
+                None | Some(Err(_) | Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "revoked stream stays open");
+    assert_eq!(b.started.store.stats().await.unwrap().alerts, 0);
     assert_eq!(status(&connect(&b, Some("s3cret")).await.unwrap_err()), 403);
 }

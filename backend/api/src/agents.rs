@@ -10,7 +10,8 @@
 //! "windows"|"macos"}` and whose `agent_version` is the agent's.
 //!
 //! The stream authenticates with `Authorization: Bearer <agent secret>`
-//! (revoked devices: 403). Each text message (at most
+//! (revoked devices: 403; a stream open when its device is revoked is
+//! closed at its next message). Each text message (at most
 //! [`AGENT_MESSAGE_LIMIT`] bytes) holds JSON lines; the backend's
 //! [`Fleet::agent_lines`](crate::Fleet::agent_lines) maps, evaluates and
 //! stores them, and the answer is one `result` message per message, sent
@@ -249,6 +250,21 @@ async fn run(mut socket: WebSocket, state: AppState, agent: AgentRecord) {
             Ok(Message::Close(_)) | Err(_) => break,
             Ok(_) => continue,
         };
+        // Revocation also ends a stream that is already open: checked once
+        // per message (one indexed read) rather than pushed to connections.
+        match state.ctx.store.device(&agent.device_id).await {
+            Ok(Some(d)) if d.revoked_ms.is_none() => {}
+            other => {
+                let why = match other {
+                    Err(e) => format!("device lookup failed: {e}"),
+                    _ => format!("device {} is revoked", agent.device_id),
+                };
+                let reply = serde_json::json!({ "type": "error", "error": why });
+                let _ = socket.send(Message::Text(reply.to_string().into())).await;
+                let _ = socket.send(Message::Close(None)).await;
+                break;
+            }
+        }
         let reply = match state.ctx.fleet.agent_lines(&agent, text.as_str()).await {
             Ok(report) => serde_json::json!({ "type": "result", "result": report }),
             Err(e) => {

@@ -66,9 +66,10 @@ async fn enroll_answers_a_secret_once_and_records_the_platform() {
         .await
         .json();
     assert_eq!(d["hostname"], "ws-17", "{d}");
-    let text = d.to_string();
-    assert!(
-        text.contains(r#"{"error":null,"name":"agent","state":"windows"}"#),
+    let module = &d["heartbeat"]["modules"][0];
+    assert_eq!(
+        (&module["name"], &module["state"]),
+        (&json!("agent"), &json!("windows")),
         "{d}"
     );
 
