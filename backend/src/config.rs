@@ -66,6 +66,8 @@ pub struct RawConfig {
     bundles: RawBundles,
     #[serde(default)]
     ingest: RawIngest,
+    #[serde(default)]
+    agents: RawAgents,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -129,6 +131,12 @@ struct RawBundles {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawAgents {
+    rules_dirs: Option<Vec<PathBuf>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawIngest {
     offline_after_secs: Option<u64>,
     commit_max_alerts: Option<usize>,
@@ -168,6 +176,18 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// Rule bundles and rollouts.
     pub bundles: BundlesConfig,
+    /// Windows/macOS agent streams.
+    pub agents: AgentsConfig,
+}
+
+/// Windows/macOS agent streams (`GET /api/v1/agents/stream`).
+#[derive(Debug, Clone, Default)]
+pub struct AgentsConfig {
+    /// Folders (searched recursively for `.yml`/`.yaml`) and files of Sigma
+    /// rules evaluated on agent events, loaded at start; relative paths are
+    /// under `data_dir`. Empty (the default): lines are mapped and checked
+    /// but raise no alerts.
+    pub rules_dirs: Vec<PathBuf>,
 }
 
 /// Rule bundles and rollouts.
@@ -615,6 +635,15 @@ impl RawConfig {
             controller: b.controller.unwrap_or(true),
             tick: Duration::from_millis(tick_ms),
         };
+        let agents = AgentsConfig {
+            rules_dirs: self
+                .agents
+                .rules_dirs
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| if p.is_absolute() { p } else { data_dir.join(p) })
+                .collect(),
+        };
         Ok(Config {
             data_dir,
             log,
@@ -624,6 +653,7 @@ impl RawConfig {
             retention,
             ingest,
             bundles,
+            agents,
         })
     }
 }

@@ -7,12 +7,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use picket_api::{Fleet, FleetError, LiveEvent};
-use picket_store::model::{AuditEntry, Device, DeviceId};
+use picket_api::{AgentReport, Fleet, FleetError, LiveEvent};
+use picket_store::model::{AgentRecord, AuditEntry, Device, DeviceId};
 use picket_store::rollout::{Rollout, RolloutAction, RolloutProgress, RolloutSpec, StoredBundle};
 use picket_store::Store;
 use tokio::sync::broadcast;
 
+use crate::agents::AgentStreams;
 use crate::enroll::{Decision, Enroller};
 use crate::ingest::{now_ms, DeviceRegistry, IngestMetrics};
 use crate::pki::{FleetCa, Revocations};
@@ -31,6 +32,7 @@ pub struct BackendFleet {
     live: broadcast::Sender<LiveEvent>,
     enroller: Enroller,
     rollouts: Option<RolloutEngine>,
+    agents: Option<AgentStreams>,
 }
 
 impl BackendFleet {
@@ -56,6 +58,7 @@ impl BackendFleet {
             live,
             enroller,
             rollouts: None,
+            agents: None,
         }
     }
 
@@ -63,6 +66,13 @@ impl BackendFleet {
     #[must_use]
     pub fn with_rollouts(mut self, rollouts: Option<RolloutEngine>) -> Self {
         self.rollouts = rollouts;
+        self
+    }
+
+    /// With the Windows/macOS agent streams.
+    #[must_use]
+    pub fn with_agents(mut self, agents: Option<AgentStreams>) -> Self {
+        self.agents = agents;
         self
     }
 
@@ -187,11 +197,27 @@ impl Fleet for BackendFleet {
         if let Some(r) = &self.rollouts {
             out.push_str(&r.metrics_text());
         }
+        if let Some(a) = &self.agents {
+            out.push_str(&a.metrics_text());
+        }
         out
     }
 
     fn ready(&self) -> bool {
         self.metrics.connected.load(Ordering::Relaxed)
+    }
+
+    async fn agent_lines(
+        &self,
+        agent: &AgentRecord,
+        text: &str,
+    ) -> Result<AgentReport, FleetError> {
+        match &self.agents {
+            Some(a) => a.lines(agent, text).await,
+            None => Err(FleetError::Unavailable(
+                "agent streams are not set up in this backend".into(),
+            )),
+        }
     }
 
     async fn push_bundle(&self, bytes: &[u8], actor: &str) -> Result<StoredBundle, FleetError> {

@@ -38,6 +38,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod agents;
 pub mod broker;
 pub mod config;
 pub mod fleet;
@@ -311,7 +312,12 @@ pub async fn run_with(
             front,
             live.clone(),
         )
-        .with_rollouts(rollouts),
+        .with_rollouts(rollouts)
+        .with_agents(Some(agents::AgentStreams::new(
+            agents::load_rules(&config.agents.rules_dirs),
+            store.clone(),
+            live.clone(),
+        ))),
     );
 
     let ingest_ctx = IngestContext {

@@ -50,7 +50,10 @@
 //! | operator | analyst + enrollment tokens, device revocation |
 //! | admin | operator + users and the audit log |
 //!
-//! Public: setup (only while no user exists), login, enroll, `fleet/ca.pem`,
+//! Agents (`/api/v1/agents/stream`) authenticate with their agent secret
+//! instead (see the `agents` module and `docs/AGENT-STREAM.md`).
+//!
+//! Public: setup (only while no user exists), login, enroll, agent enroll, `fleet/ca.pem`,
 //! `fleet/command-key`, `openapi.json`, `/metrics`, `/healthz`, `/readyz`.
 //!
 //! # CSRF
@@ -93,12 +96,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use picket_store::model::{Alert, Device, DeviceId};
+use picket_store::model::{AgentRecord, Alert, Device, DeviceId, Level};
 use picket_store::rollout::{Rollout, RolloutAction, RolloutProgress, RolloutSpec, StoredBundle};
 use picket_store::Store;
 use serde::Serialize;
 
 mod admin;
+mod agents;
 mod alerts;
 mod auth;
 mod devices;
@@ -113,6 +117,7 @@ mod rules;
 mod state;
 mod stream;
 
+pub use agents::AGENT_MESSAGE_LIMIT;
 pub use alerts::{DEFAULT_LIMIT as DEFAULT_ALERT_LIMIT, MAX_LIMIT as MAX_ALERT_LIMIT};
 pub use auth::{create_user, hash_password, verify_password, CSRF_HEADER, SESSION_COOKIE};
 pub use devices::is_online;
@@ -137,6 +142,44 @@ pub enum LiveEvent {
         /// What changed (`enrolled`, `revoked`, `online`, `offline`, `heartbeat`).
         change: &'static str,
     },
+}
+
+/// What the backend made of one agent stream message
+/// ([`Fleet::agent_lines`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct AgentReport {
+    /// Lines in the message (empty lines between records are skipped and
+    /// not counted).
+    pub lines: u64,
+    /// The alerts raised and stored.
+    pub alerts: Vec<AgentAlert>,
+    /// The lines that could not be mapped.
+    pub errors: Vec<AgentLineError>,
+}
+
+/// An alert raised by an agent line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentAlert {
+    /// 1-based line number inside the message.
+    pub line: u64,
+    /// The stored alert's id.
+    pub id: String,
+    /// The Sigma rule id.
+    pub rule_id: String,
+    /// The rule title.
+    pub rule_title: String,
+    /// The rule level.
+    pub level: Level,
+}
+
+/// A line that could not be mapped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentLineError {
+    /// 1-based line number inside the message.
+    pub line: u64,
+    /// The `picket_agents::AgentError`, as text.
+    pub error: String,
 }
 
 /// Why a fleet action was refused; each maps to its HTTP status.
@@ -226,6 +269,21 @@ pub trait Fleet: Send + Sync + std::fmt::Debug {
         let _ = (id, action, actor);
         Err(FleetError::Unavailable(
             "rollouts are not available in this backend".into(),
+        ))
+    }
+
+    /// Maps, evaluates and stores one agent stream message (JSON lines):
+    /// each line through `picket_agents::map_line` and the backend's agent
+    /// rules, each match stored and broadcast as an alert of the agent's
+    /// device; returns when the alerts are stored.
+    async fn agent_lines(
+        &self,
+        agent: &AgentRecord,
+        text: &str,
+    ) -> Result<AgentReport, FleetError> {
+        let _ = (agent, text);
+        Err(FleetError::Unavailable(
+            "agent streams are not available in this backend".into(),
         ))
     }
 

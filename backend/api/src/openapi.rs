@@ -66,6 +66,10 @@ fn operation(route: &crate::routes::Route) -> Value {
             json!({ "description": "Switching to the WebSocket protocol; messages are LiveMessage JSON texts",
             "content": { "application/json": { "schema": schema_ref("LiveMessage") } } })
         }
+        Resp::AgentSocket => {
+            json!({ "description": "Switching to the WebSocket protocol; the agent sends JSON lines as text messages, each answered by an AgentMessage JSON text",
+            "content": { "application/json": { "schema": schema_ref("AgentMessage") } } })
+        }
     };
     let mut responses = Map::new();
     responses.insert(status.to_string(), ok);
@@ -73,6 +77,13 @@ fn operation(route: &crate::routes::Route) -> Value {
         "400".into(),
         error_response("Bad input; `error` names what was wrong"),
     );
+    if info.access == Access::Agent {
+        responses.insert("401".into(), error_response("No or unknown agent secret"));
+        responses.insert(
+            "403".into(),
+            error_response("The agent's device is revoked"),
+        );
+    }
     if let Access::Role(_) = info.access {
         responses.insert(
             "401".into(),
@@ -110,6 +121,9 @@ fn operation(route: &crate::routes::Route) -> Value {
         Access::Role(role) => {
             op["security"] = json!([{ "bearer": [] }, { "cookie": [] }]);
             op["x-picket-min-role"] = json!(role.as_str());
+        }
+        Access::Agent => {
+            op["security"] = json!([{ "agent": [] }]);
         }
     }
     match route.body {
@@ -166,6 +180,7 @@ pub(crate) fn document() -> Value {
         "components": {
             "securitySchemes": {
                 "bearer": { "type": "http", "scheme": "bearer" },
+                "agent": { "type": "http", "scheme": "bearer", "description": "An agent secret from POST /api/v1/agents/enroll" },
                 "cookie": { "type": "apiKey", "in": "cookie", "name": crate::auth::SESSION_COOKIE }
             },
             "schemas": schemas()
@@ -251,6 +266,13 @@ fn schemas() -> Value {
             "created_ms": ms, "expires_ms": ms, "used_ms": opt_ms, "used_by": opt_str } },
         "CreatedToken": { "allOf": [schema_ref("EnrollmentToken"), { "type": "object", "required": ["token"], "properties": {
             "token": { "type": "string", "description": "The token value; shown only here" } } }] },
+        "AgentEnroll": { "type": "object", "required": ["token", "hostname", "platform", "agent_version"], "additionalProperties": false, "properties": {
+            "token": { "type": "string" }, "hostname": { "type": "string", "maxLength": 253 },
+            "platform": { "type": "string", "enum": ["windows", "macos"] }, "agent_version": { "type": "string", "maxLength": 64 } } },
+        "AgentEnrolled": { "type": "object", "properties": {
+            "device_id": { "type": "string" }, "platform": { "type": "string" },
+            "secret": { "type": "string", "description": "The agent secret; shown only here" } } },
+        "AgentMessage": { "type": "object", "required": ["type"], "description": "`result`: {result: {lines, alerts: [{line, rule_id, rule_title, level}], errors: [{line, error}]}}; `error`: {error}." },
         "AuditEntry": { "type": "object", "properties": {
             "id": { "type": "integer" }, "at_ms": ms, "actor": { "type": "string" }, "action": { "type": "string" },
             "target": { "type": "string" }, "detail": {} } },

@@ -10,7 +10,7 @@ use picket_store::model::Role;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{admin, alerts, auth, devices, fleet, metrics, openapi, ops, rules, stream};
+use crate::{admin, agents, alerts, auth, devices, fleet, metrics, openapi, ops, rules, stream};
 
 /// Default request body limit (JSON endpoints).
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -23,6 +23,9 @@ pub enum Access {
     Public,
     /// An authenticated user with at least this role.
     Role(Role),
+    /// A Windows or macOS agent with its agent secret
+    /// (`Authorization: Bearer <agent secret>`), not revoked.
+    Agent,
 }
 
 /// One endpoint of the API (see [`routes`]).
@@ -66,6 +69,8 @@ pub(crate) enum Resp {
     Empty,
     /// A WebSocket upgrade (101).
     WebSocket,
+    /// The agent stream's WebSocket upgrade (101).
+    AgentSocket,
 }
 
 #[derive(Debug)]
@@ -99,6 +104,7 @@ const ANALYST: Access = Access::Role(Role::Analyst);
 const OPERATOR: Access = Access::Role(Role::Operator);
 const ADMIN: Access = Access::Role(Role::Admin);
 const PUBLIC: Access = Access::Public;
+const AGENT: Access = Access::Agent;
 
 const ALERT_LIST_PARAMS: &[(&str, &str)] = &[
     ("device", "Device id (32 hex digits)."),
@@ -387,6 +393,22 @@ pub(crate) static ROUTES: &[Route] = &[
         body: Body::Binary,
         ok: (200, Resp::Binary),
         handler: || post(fleet::enroll).layer(DefaultBodyLimit::max(fleet::ENROLL_BODY_LIMIT)),
+    },
+    Route {
+        info: info("POST", "/api/v1/agents/enroll", PUBLIC, "agents",
+            "Windows/macOS agent enrollment: spends an enrollment token, records the agent as a device and answers its secret (shown only here)."),
+        query: &[],
+        body: Body::Json("AgentEnroll"),
+        ok: (201, Resp::Json("AgentEnrolled")),
+        handler: || post(agents::enroll),
+    },
+    Route {
+        info: info("GET", "/api/v1/agents/stream", AGENT, "agents",
+            "WebSocket for agent events: text messages of JSON lines in, one `result` message (alerts raised, line errors) per message out (docs/AGENT-STREAM.md)."),
+        query: &[],
+        body: Body::None,
+        ok: (101, Resp::AgentSocket),
+        handler: || get(agents::stream),
     },
     Route {
         info: info("GET", "/api/v1/fleet/ca.pem", PUBLIC, "enrollment",

@@ -37,7 +37,8 @@
 //! `alert_techniques` (technique key, `timestamp_ms`, `row`),
 //! `alert_rollup` (alert counts per minute and hour, see below), `notes`,
 //! `devices` (the last heartbeat as JSON), `users`, `sessions` (token
-//! hashes only), `enrollment_tokens` (hashes only), `audit_log`, and for rule bundles `bundles`, `rollouts`, `bundle_assignments`, `bundle_states`, `device_groups` (module [`rollout`]). SQLite adds
+//! hashes only), `enrollment_tokens` (hashes only), `agents` (Windows/macOS
+//! agents: device id, platform, secret hash), `audit_log`, and for rule bundles `bundles`, `rollouts`, `bundle_assignments`, `bundle_states`, `device_groups` (module [`rollout`]). SQLite adds
 //! `alerts_fts`, a contentless FTS5 table with the `trigram` tokenizer over
 //! image, command line and path. Alerts of devices that are not enrolled
 //! are stored anyway (no foreign keys): the ingest only passes enrolled
@@ -134,9 +135,9 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 use model::{
-    Alert, AlertFilter, AlertId, AlertPage, AlertUpdate, AuditEntry, AuditFilter, CountBucket,
-    Cursor, Device, DeviceId, EnrollmentToken, HeartbeatInfo, HeartbeatOutcome, NewAlert,
-    NewDevice, Note, RetentionReport, Role, Session, StoreStats, TokenRefusal, User,
+    AgentRecord, Alert, AlertFilter, AlertId, AlertPage, AlertUpdate, AuditEntry, AuditFilter,
+    CountBucket, Cursor, Device, DeviceId, EnrollmentToken, HeartbeatInfo, HeartbeatOutcome,
+    NewAlert, NewDevice, Note, RetentionReport, Role, Session, StoreStats, TokenRefusal, User,
 };
 
 /// The stored form of a secret token (session or enrollment): SHA-256, hex.
@@ -222,6 +223,16 @@ pub trait Store: BundleStore + Send + Sync + std::fmt::Debug {
     ) -> Result<HeartbeatOutcome, StoreError>;
     /// Sets `last_seen_ms` (an alert batch arrived).
     async fn touch_device(&self, id: &str, at_ms: i64) -> Result<(), StoreError>;
+
+    // ---- endpoint agents ----
+    /// Records a Windows/macOS agent's secret hash and platform for an
+    /// enrolled device (one record per device).
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the device or the hash already has one.
+    async fn insert_agent(&self, agent: &AgentRecord) -> Result<(), StoreError>;
+    /// The agent whose secret hashes to `secret_hash`.
+    async fn agent_by_secret(&self, secret_hash: &str) -> Result<Option<AgentRecord>, StoreError>;
 
     // ---- alerts ----
     /// Stores a batch in one transaction; ids already stored are skipped.

@@ -340,6 +340,21 @@ pub struct NewDevice {
     pub enrolled_ms: i64,
 }
 
+/// A Windows or macOS agent's credential record (`agents` table): the
+/// device it streams as, its platform and the hash of its secret
+/// ([`crate::token_hash`]; the secret itself is shown once, at enrollment).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// The device the agent was enrolled as.
+    pub device_id: DeviceId,
+    /// `windows` or `macos`.
+    pub platform: String,
+    /// SHA-256 of the agent secret, hex.
+    pub secret_hash: String,
+    /// Enrollment time.
+    pub created_ms: i64,
+}
+
 /// A user role, from most to least powerful.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

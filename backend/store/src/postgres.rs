@@ -18,9 +18,9 @@ use tokio_postgres::{NoTls, Row};
 mod bundles;
 
 use crate::model::{
-    Alert, AlertFilter, AlertId, AlertPage, AlertUpdate, AuditEntry, AuditFilter, CountBucket,
-    Cursor, Device, DeviceId, EnrollmentToken, HeartbeatInfo, HeartbeatOutcome, NewAlert,
-    NewDevice, Note, RetentionReport, Role, Session, StoreStats, TokenRefusal, User,
+    AgentRecord, Alert, AlertFilter, AlertId, AlertPage, AlertUpdate, AuditEntry, AuditFilter,
+    CountBucket, Cursor, Device, DeviceId, EnrollmentToken, HeartbeatInfo, HeartbeatOutcome,
+    NewAlert, NewDevice, Note, RetentionReport, Role, Session, StoreStats, TokenRefusal, User,
 };
 use crate::query::{self, AlertIn, Dialect, Param, RawAlert, RawDevice, ALERT_COLUMNS};
 use crate::{InsertReport, Store, StoreError};
@@ -155,6 +155,16 @@ SELECT 3600000, start_ms - (((start_ms % 3600000) + 3600000) % 3600000) AS h,
        level, status, source, sum(count)
 FROM alert_rollup WHERE span_ms = 60000
 GROUP BY h, level, status, source;
+",
+    // Windows/macOS agents streaming to `GET /api/v1/agents/stream`: the
+    // device each was enrolled as, its platform and its secret's hash.
+    r"
+CREATE TABLE agents (
+    device_id    TEXT PRIMARY KEY,
+    platform     TEXT NOT NULL,
+    secret_hash  TEXT NOT NULL UNIQUE,
+    created_ms   bigint NOT NULL
+);
 ",
 ];
 
@@ -685,6 +695,53 @@ impl Store for PgStore {
         .map_err(be(OP))?;
         tx.commit().await.map_err(be(OP))?;
         Ok(HeartbeatOutcome::Recorded)
+    }
+
+    async fn insert_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
+        const OP: &str = "insert_agent";
+        let c = self.client(OP).await?;
+        match c
+            .execute(
+                "INSERT INTO agents (device_id, platform, secret_hash, created_ms) \
+                 VALUES ($1, $2, $3, $4)",
+                &[
+                    &agent.device_id,
+                    &agent.platform,
+                    &agent.secret_hash,
+                    &agent.created_ms,
+                ],
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique(&e) => Err(StoreError::Conflict {
+                what: "agent",
+                id: agent.device_id.clone(),
+            }),
+            Err(e) => Err(be(OP)(e)),
+        }
+    }
+
+    async fn agent_by_secret(&self, secret_hash: &str) -> Result<Option<AgentRecord>, StoreError> {
+        const OP: &str = "agent_by_secret";
+        let c = self.client(OP).await?;
+        let row = c
+            .query_opt(
+                "SELECT device_id, platform, secret_hash, created_ms FROM agents \
+                 WHERE secret_hash = $1",
+                &[&secret_hash],
+            )
+            .await
+            .map_err(be(OP))?;
+        row.map(|r| {
+            Ok(AgentRecord {
+                device_id: r.try_get(0).map_err(be(OP))?,
+                platform: r.try_get(1).map_err(be(OP))?,
+                secret_hash: r.try_get(2).map_err(be(OP))?,
+                created_ms: r.try_get(3).map_err(be(OP))?,
+            })
+        })
+        .transpose()
     }
 
     async fn touch_device(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {

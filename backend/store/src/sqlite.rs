@@ -19,9 +19,9 @@ use tokio::sync::Semaphore;
 mod bundles;
 
 use crate::model::{
-    Alert, AlertFilter, AlertId, AlertPage, AlertUpdate, AuditEntry, AuditFilter, CountBucket,
-    Cursor, Device, DeviceId, EnrollmentToken, HeartbeatInfo, HeartbeatOutcome, NewAlert,
-    NewDevice, Note, RetentionReport, Role, Session, StoreStats, TokenRefusal, User,
+    AgentRecord, Alert, AlertFilter, AlertId, AlertPage, AlertUpdate, AuditEntry, AuditFilter,
+    CountBucket, Cursor, Device, DeviceId, EnrollmentToken, HeartbeatInfo, HeartbeatOutcome,
+    NewAlert, NewDevice, Note, RetentionReport, Role, Session, StoreStats, TokenRefusal, User,
 };
 use crate::query::{
     self, AlertIn, Dialect, Param, RawAlert, RawDevice, ALERT_COLUMNS, DEVICE_COLUMNS,
@@ -198,6 +198,16 @@ SELECT 3600000, start_ms - (((start_ms % 3600000) + 3600000) % 3600000) AS h,
        level, status, source, sum(count)
 FROM alert_rollup WHERE span_ms = 60000
 GROUP BY h, level, status, source;
+",
+    // Windows/macOS agents streaming to `GET /api/v1/agents/stream`: the
+    // device each was enrolled as, its platform and its secret's hash.
+    r"
+CREATE TABLE agents (
+    device_id    TEXT PRIMARY KEY,
+    platform     TEXT NOT NULL,
+    secret_hash  TEXT NOT NULL UNIQUE,
+    created_ms   INTEGER NOT NULL
+);
 ",
 ];
 
@@ -1011,6 +1021,50 @@ impl Store for SqliteStore {
             .map_err(be(OP))?;
             tx.commit().map_err(be(OP))?;
             Ok(HeartbeatOutcome::Recorded)
+        })
+        .await
+    }
+
+    async fn insert_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
+        const OP: &str = "insert_agent";
+        let a = agent.clone();
+        self.write(OP, move |c| {
+            match c.execute(
+                "INSERT INTO agents (device_id, platform, secret_hash, created_ms) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![a.device_id, a.platform, a.secret_hash, a.created_ms],
+            ) {
+                Ok(_) => Ok(()),
+                Err(e) if is_constraint(&e) => Err(StoreError::Conflict {
+                    what: "agent",
+                    id: a.device_id,
+                }),
+                Err(e) => Err(be(OP)(e)),
+            }
+        })
+        .await
+    }
+
+    async fn agent_by_secret(&self, secret_hash: &str) -> Result<Option<AgentRecord>, StoreError> {
+        const OP: &str = "agent_by_secret";
+        let h = secret_hash.to_owned();
+        self.read(OP, move |c| {
+            c.prepare_cached(
+                "SELECT device_id, platform, secret_hash, created_ms FROM agents \
+                 WHERE secret_hash = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![h], |r| {
+                    Ok(AgentRecord {
+                        device_id: r.get(0)?,
+                        platform: r.get(1)?,
+                        secret_hash: r.get(2)?,
+                        created_ms: r.get(3)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(be(OP))
         })
         .await
     }

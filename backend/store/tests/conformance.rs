@@ -167,6 +167,7 @@ conformance!(
     stats_and_ping,
     bad_rows_are_errors_not_panics,
     bundles_rollouts_and_device_states,
+    agents_by_secret,
 );
 
 // ---------------------------------------------------------------- data
@@ -1961,4 +1962,42 @@ async fn bundles_rollouts_and_device_states(h: &Harness) {
     let g = s.device_groups().await.unwrap();
     assert_eq!(g.len(), 1);
     assert_eq!(g["d1"], vec!["lab".to_owned(), "eu".to_owned()]);
+}
+
+async fn agents_by_secret(h: &Harness) {
+    let s = &*h.store;
+    let dev = device(1);
+    s.insert_device(dev.clone()).await.expect("device");
+    let rec = picket_store::model::AgentRecord {
+        device_id: dev.id.clone(),
+        platform: "windows".into(),
+        secret_hash: picket_store::token_hash("agent secret"),
+        created_ms: 1_000,
+    };
+    s.insert_agent(&rec).await.expect("insert");
+    assert_eq!(
+        s.agent_by_secret(&rec.secret_hash).await.expect("get"),
+        Some(rec.clone())
+    );
+    assert_eq!(
+        s.agent_by_secret(&picket_store::token_hash("other"))
+            .await
+            .expect("get"),
+        None
+    );
+    assert!(
+        matches!(s.insert_agent(&rec).await, Err(StoreError::Conflict { .. })),
+        "one record per device"
+    );
+    let other = picket_store::model::AgentRecord {
+        device_id: hex_id(0xa9, 2),
+        ..rec
+    };
+    assert!(
+        matches!(
+            s.insert_agent(&other).await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "secret hashes are unique"
+    );
 }

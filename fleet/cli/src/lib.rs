@@ -61,5 +61,6 @@
 //! std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
+pub mod agent;
 pub mod bundle;
 pub mod hunt;

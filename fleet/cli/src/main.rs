@@ -70,6 +70,100 @@ enum Command {
     /// Staged rollouts of pushed bundles at the backend.
     #[command(subcommand)]
     Rollout(RolloutCommand),
+    /// Send events to the backend's agent stream as an enrolled Windows or
+    /// macOS agent (docs/AGENT-STREAM.md): EVTX files (records rendered to
+    /// JSON as `hunt` does), JSON-lines files, folders of them, or `-` for
+    /// JSON lines on stdin. Prints the alerts the backend raised on stdout
+    /// (file, record id, rule) and refused lines and a summary on stderr.
+    /// Exit code 0 when everything was sent (even if lines were refused),
+    /// 1 when the stream could not run.
+    Stream {
+        /// Backend base URL (http:// only so far).
+        #[arg(long, env = "PICKET_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// File holding the agent secret (`picketctl agent enroll`).
+        #[arg(long, value_name = "FILE")]
+        agent_secret_file: PathBuf,
+        /// How files are read: by content (auto), or all as evtx or jsonl.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "evtx", "jsonl"])]
+        format: String,
+        /// Lines per WebSocket message at most.
+        #[arg(long, value_name = "N", default_value_t = 500)]
+        batch_lines: usize,
+        /// Print the alerts as JSON lines.
+        #[arg(long)]
+        jsonl: bool,
+        /// EVTX or JSON-lines files, folders of them, or `-` (stdin).
+        #[arg(value_name = "PATH", required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Windows/macOS agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Enroll an agent with a one-time enrollment token and write its
+    /// secret to a new file (mode 0600).
+    Enroll {
+        /// Backend base URL.
+        #[arg(long, env = "PICKET_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The enrollment token (`POST /api/v1/enrollment-tokens`).
+        #[arg(long)]
+        token: String,
+        /// The agent's host name.
+        #[arg(long)]
+        hostname: String,
+        /// `windows` or `macos`.
+        #[arg(long, value_parser = ["windows", "macos"])]
+        platform: String,
+        /// The agent's version.
+        #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+        agent_version: String,
+        /// Where to write the secret (must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+fn run_stream(config: &picket_cli::agent::StreamConfig, jsonl: bool) -> ExitCode {
+    let report = match picket_cli::agent::stream(config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("picketctl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    for a in &report.alerts {
+        let line = if jsonl {
+            serde_json::to_string(a).unwrap_or_default()
+        } else {
+            format!(
+                "{}\t{}\t{}\t{}\t{}",
+                a.file, a.record_id, a.level, a.rule_id, a.rule_title
+            )
+        };
+        if std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes()).is_err() {
+            return ExitCode::FAILURE;
+        }
+    }
+    for e in &report.errors {
+        eprintln!(
+            "picketctl stream: {} record {}: {}",
+            e.file, e.record_id, e.error
+        );
+    }
+    eprintln!(
+        "picketctl stream: {} lines in {} messages, {} alerts, {} lines or records refused",
+        report.lines,
+        report.messages,
+        report.alerts.len(),
+        report.errors.len()
+    );
+    ExitCode::SUCCESS
 }
 
 /// Where the backend is (every remote command).
@@ -678,5 +772,56 @@ fn main() -> ExitCode {
         Command::Root(command) => run_root(command),
         Command::Bundle(command) => run_bundle(command),
         Command::Rollout(command) => run_rollout(command),
+        Command::Stream {
+            url,
+            agent_secret_file,
+            format,
+            batch_lines,
+            jsonl,
+            paths,
+        } => {
+            let config = picket_cli::agent::StreamConfig {
+                url,
+                secret_file: agent_secret_file,
+                format: match format.as_str() {
+                    "evtx" => picket_cli::agent::InputFormat::Evtx,
+                    "jsonl" => picket_cli::agent::InputFormat::JsonLines,
+                    _ => picket_cli::agent::InputFormat::Auto,
+                },
+                paths,
+                batch_lines,
+                batch_bytes: 2 << 20,
+            };
+            run_stream(&config, jsonl)
+        }
+        Command::Agent(AgentCommand::Enroll {
+            url,
+            token,
+            hostname,
+            platform,
+            agent_version,
+            out,
+        }) => match picket_cli::agent::enroll(
+            &url,
+            &token,
+            &hostname,
+            &platform,
+            &agent_version,
+            &out,
+        ) {
+            Ok(e) => {
+                println!(
+                    "enrolled {} agent {}; secret in {}",
+                    e.platform,
+                    e.device_id,
+                    e.secret_file.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("picketctl: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -8,6 +8,7 @@
     reason = "test harness: a failed step should fail the test loudly"
 )]
 
+mod agents;
 mod alerts;
 mod auth;
 mod common;

@@ -354,6 +354,28 @@ async fn every_route_checks_its_role() {
             426,
             none,
         ),
+        // agent routes: no user session is an agent secret (401 for
+        // everyone); the enroll body is refused before any token is spent
+        case(
+            "POST",
+            "/api/v1/agents/enroll",
+            None,
+            "/api/v1/agents/enroll",
+            400,
+            |_| {
+                B::Json(
+                    json!({"token": "t", "hostname": "h", "platform": "linux", "agent_version": "1"}),
+                )
+            },
+        ),
+        case(
+            "GET",
+            "/api/v1/agents/stream",
+            None,
+            "/api/v1/agents/stream",
+            401,
+            none,
+        ),
         case("GET", "/metrics", None, "/metrics", 200, none),
         case("GET", "/healthz", None, "/healthz", 200, none),
         case("GET", "/readyz", None, "/readyz", 200, none),
@@ -379,6 +401,7 @@ async fn every_route_checks_its_role() {
         let expected = match r.access {
             Access::Public => None,
             Access::Role(role) => Some(role),
+            Access::Agent => continue,
             _ => panic!("unknown access {:?}", r.access),
         };
         assert_eq!(c.min, expected, "{} {}", r.method, r.path);

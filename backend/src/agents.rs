@@ -1,0 +1,286 @@
+//! Windows and macOS agent streams, the backend half: the agent rule set
+//! (`[agents] rules_dirs`, loaded at start) and [`AgentStreams::lines`],
+//! which `Fleet::agent_lines` calls for each WebSocket message of
+//! `GET /api/v1/agents/stream` (the API side is `picket_api`'s `agents`
+//! module; the protocol is `docs/AGENT-STREAM.md`).
+//!
+//! Each line goes through [`picket_agents::map_line`] and
+//! [`picket_agents::Mapped::evaluate`]; each match becomes a [`NewAlert`]
+//! (source `windows` for evtx/Winlogbeat events, `macos` for eslogger/ECS;
+//! the mapped Sigma fields as the event JSON, with `format` and
+//! `rule_author`), stored in one [`Store::insert_alerts`] call per message
+//! and then broadcast as [`LiveEvent::Alert`] like ingest does. The alert
+//! time is the time the backend received the line: agent formats disagree
+//! on where their event time is, and the stored event keeps it.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use picket_agents::Format;
+use picket_api::{AgentAlert, AgentLineError, AgentReport, FleetError, LiveEvent};
+use picket_rules::{EngineConfig, Match, RuleSet};
+use picket_store::model::{AgentRecord, Alert, AlertSource, AlertStatus, Level, NewAlert};
+use picket_store::Store;
+use tokio::sync::broadcast;
+
+use crate::ingest::now_ms;
+
+/// Loads the agent rule set from files and folders (recursively, `.yml`
+/// and `.yaml`). Rules that do not compile and unreadable files are
+/// logged and left out; the backend starts anyway.
+#[must_use]
+pub fn load_rules(paths: &[PathBuf]) -> RuleSet {
+    let mut files = Vec::new();
+    for p in paths {
+        collect(p, &mut files);
+    }
+    files.sort();
+    let sources: Vec<(PathBuf, String)> = files
+        .into_iter()
+        .filter_map(|f| match std::fs::read_to_string(&f) {
+            Ok(text) => Some((f, text)),
+            Err(e) => {
+                tracing::warn!(path = %f.display(), error = %e, "agent rule unreadable");
+                None
+            }
+        })
+        .collect();
+    let loaded = RuleSet::from_sources(sources, &EngineConfig::new());
+    for e in &loaded.errors {
+        tracing::debug!(error = %e, "agent rule left out");
+    }
+    tracing::info!(
+        rules = loaded.rules.len(),
+        left_out = loaded.errors.len(),
+        "agent rules loaded"
+    );
+    loaded.rules
+}
+
+fn collect(path: &Path, out: &mut Vec<PathBuf>) {
+    if path.is_dir() {
+        match std::fs::read_dir(path) {
+            Ok(entries) => {
+                for e in entries.flatten() {
+                    collect(&e.path(), out);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "agent rules folder unreadable");
+            }
+        }
+    } else if path
+        .extension()
+        .is_some_and(|x| x.eq_ignore_ascii_case("yml") || x.eq_ignore_ascii_case("yaml"))
+    {
+        out.push(path.to_owned());
+    }
+}
+
+/// Counters of the agent streams.
+#[derive(Debug, Default)]
+pub struct AgentMetrics {
+    lines: AtomicU64,
+    line_errors: AtomicU64,
+    alerts: AtomicU64,
+}
+
+/// The agent rule set and where matches go.
+#[derive(Debug)]
+pub struct AgentStreams {
+    rules: Arc<RuleSet>,
+    store: Arc<dyn Store>,
+    live: broadcast::Sender<LiveEvent>,
+    metrics: AgentMetrics,
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 16];
+    let _ = getrandom::fill(&mut b);
+    b.iter().fold(String::with_capacity(32), |mut s, x| {
+        let _ = write!(s, "{x:02x}");
+        s
+    })
+}
+
+fn level(l: Option<picket_rules::Level>) -> Level {
+    match l {
+        Some(picket_rules::Level::Critical) => Level::Critical,
+        Some(picket_rules::Level::High) => Level::High,
+        Some(picket_rules::Level::Medium) => Level::Medium,
+        Some(picket_rules::Level::Low) => Level::Low,
+        _ => Level::Informational,
+    }
+}
+
+fn text_field(fields: &serde_json::Map<String, serde_json::Value>, key: &str) -> Option<String> {
+    fields
+        .get(key)
+        .and_then(serde_json::Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// Maps and evaluates the lines of one message: the report (without alert
+/// ids) and the alerts to store. CPU only.
+fn evaluate(
+    rules: &RuleSet,
+    device: &str,
+    text: &str,
+    received_ms: i64,
+) -> (AgentReport, Vec<NewAlert>) {
+    let mut report = AgentReport::default();
+    let mut alerts = Vec::new();
+    let mut matches: Vec<Match> = Vec::new();
+    for (i, line) in text.split('\n').enumerate() {
+        let no = i as u64 + 1;
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.trim().is_empty() {
+            continue;
+        }
+        report.lines += 1;
+        let mapped = match picket_agents::map_line(line.as_bytes()) {
+            Ok(m) => m,
+            Err(e) => {
+                report.errors.push(AgentLineError {
+                    line: no,
+                    error: e.to_string(),
+                });
+                continue;
+            }
+        };
+        matches.clear();
+        mapped.evaluate(rules, &mut matches);
+        let source = match mapped.format {
+            Format::Evtx | Format::Winlogbeat => AlertSource::Windows,
+            _ => AlertSource::Macos,
+        };
+        for m in &matches {
+            let rule = &m.rule;
+            let rule_id = rule.id.clone().unwrap_or_else(|| rule.title.clone());
+            let mut event = mapped.fields.clone();
+            event.insert("format".into(), mapped.format.name().into());
+            if let Some(a) = &rule.author {
+                event.insert("rule_author".into(), a.clone().into());
+            }
+            let alert = NewAlert {
+                id: random_id(),
+                device_id: device.to_owned(),
+                seq: 0,
+                timestamp_ms: received_ms,
+                received_ms,
+                level: level(rule.level),
+                source,
+                rule_id: rule_id.clone(),
+                rule_title: rule.title.clone(),
+                techniques: rule.techniques.clone(),
+                image: text_field(&mapped.fields, "Image"),
+                command_line: text_field(&mapped.fields, "CommandLine"),
+                path: text_field(&mapped.fields, "TargetFilename"),
+                event: serde_json::Value::Object(event),
+            };
+            report.alerts.push(AgentAlert {
+                line: no,
+                id: alert.id.clone(),
+                rule_id,
+                rule_title: alert.rule_title.clone(),
+                level: alert.level,
+            });
+            alerts.push(alert);
+        }
+    }
+    (report, alerts)
+}
+
+impl AgentStreams {
+    /// Matches go to `store` and `live`.
+    #[must_use]
+    pub fn new(rules: RuleSet, store: Arc<dyn Store>, live: broadcast::Sender<LiveEvent>) -> Self {
+        Self {
+            rules: Arc::new(rules),
+            store,
+            live,
+            metrics: AgentMetrics::default(),
+        }
+    }
+
+    /// Maps, evaluates and stores one message; returns once the alerts are
+    /// stored (and broadcast) and the device's `last_seen_ms` is touched.
+    ///
+    /// # Errors
+    /// [`FleetError::Internal`] when the store fails.
+    pub async fn lines(&self, agent: &AgentRecord, text: &str) -> Result<AgentReport, FleetError> {
+        let received = now_ms();
+        let rules = self.rules.clone();
+        let device = agent.device_id.clone();
+        let text = text.to_owned();
+        // Mapping and thousands of rules are CPU work: off the async workers.
+        let (report, alerts) =
+            tokio::task::spawn_blocking(move || evaluate(&rules, &device, &text, received))
+                .await
+                .map_err(|e| FleetError::Internal(format!("agent batch task: {e}")))?;
+        self.metrics
+            .lines
+            .fetch_add(report.lines, Ordering::Relaxed);
+        self.metrics
+            .line_errors
+            .fetch_add(report.errors.len() as u64, Ordering::Relaxed);
+        for e in &report.errors {
+            tracing::debug!(device = %agent.device_id, line = e.line, error = %e.error, "agent line refused");
+        }
+        if !alerts.is_empty() {
+            self.store
+                .insert_alerts(&alerts)
+                .await
+                .map_err(|e| FleetError::Internal(format!("storing agent alerts: {e}")))?;
+            self.metrics
+                .alerts
+                .fetch_add(alerts.len() as u64, Ordering::Relaxed);
+            for a in alerts {
+                let _ = self.live.send(LiveEvent::Alert(Box::new(Alert {
+                    updated_ms: a.received_ms,
+                    alert: a,
+                    status: AlertStatus::New,
+                    assignee: None,
+                })));
+            }
+        }
+        self.store
+            .touch_device(&agent.device_id, received)
+            .await
+            .map_err(|e| FleetError::Internal(format!("touching device: {e}")))?;
+        Ok(report)
+    }
+
+    /// Prometheus text of the counters.
+    #[must_use]
+    pub fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        for (name, help, v) in [
+            (
+                "picket_agent_lines_received_total",
+                "Agent stream lines received.",
+                &self.metrics.lines,
+            ),
+            (
+                "picket_agent_lines_refused_total",
+                "Agent stream lines that could not be mapped (answered with an error).",
+                &self.metrics.line_errors,
+            ),
+            (
+                "picket_agent_alerts_stored_total",
+                "Alerts raised on agent streams and stored.",
+                &self.metrics.alerts,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        out
+    }
+}
