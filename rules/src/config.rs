@@ -99,7 +99,7 @@ impl FieldMapping {
 
     /// Sigma's generic process/file/network field names for macOS rules,
     /// mapped to the Elastic Common Schema fields of the macOS dataset
-    /// (`process.executable`, `process.command_line`, ...).
+    /// ([`MACOS_ECS_FIELDS`]).
     #[must_use]
     pub fn macos_ecs() -> Self {
         FieldMapping::new(
@@ -108,23 +108,28 @@ impl FieldMapping {
                 category: None,
                 service: None,
             },
-            [
-                ("Image", "process.executable"),
-                ("CommandLine", "process.command_line"),
-                ("ParentImage", "process.parent.executable"),
-                ("ParentCommandLine", "process.parent.command_line"),
-                ("User", "user.name"),
-                ("CurrentDirectory", "process.working_directory"),
-                ("ProcessId", "process.pid"),
-                ("ParentProcessId", "process.parent.pid"),
-                ("TargetFilename", "file.path"),
-                ("DestinationIp", "destination.ip"),
-                ("DestinationPort", "destination.port"),
-                ("DestinationHostname", "destination.domain"),
-                ("SourceIp", "source.ip"),
-                ("SourcePort", "source.port"),
-                ("Protocol", "network.transport"),
-            ],
+            MACOS_ECS_FIELDS.iter().copied(),
         )
     }
 }
+
+/// Sigma field → Elastic Common Schema field, for macOS events (the shared
+/// macOS dataset, Elastic Endpoint): used by [`FieldMapping::macos_ecs`] and
+/// by the backend's agent mappings.
+pub const MACOS_ECS_FIELDS: &[(&str, &str)] = &[
+    ("Image", "process.executable"),
+    ("CommandLine", "process.command_line"),
+    ("ParentImage", "process.parent.executable"),
+    ("ParentCommandLine", "process.parent.command_line"),
+    ("User", "user.name"),
+    ("CurrentDirectory", "process.working_directory"),
+    ("ProcessId", "process.pid"),
+    ("ParentProcessId", "process.parent.pid"),
+    ("TargetFilename", "file.path"),
+    ("DestinationIp", "destination.ip"),
+    ("DestinationPort", "destination.port"),
+    ("DestinationHostname", "destination.domain"),
+    ("SourceIp", "source.ip"),
+    ("SourcePort", "source.port"),
+    ("Protocol", "network.transport"),
+];

@@ -127,7 +127,7 @@ mod timestamp;
 pub mod windows;
 
 pub use attack::{Tactic, Technique};
-pub use config::{EngineConfig, FieldMapping};
+pub use config::{EngineConfig, FieldMapping, MACOS_ECS_FIELDS};
 pub use correlation::{
     CorrelationLimits, CorrelationMatch, CorrelationStats, CorrelationType, Correlator,
 };

@@ -195,26 +195,6 @@ fn ecs_has(ev: &Json, field: &str, want: &str) -> bool {
     }
 }
 
-/// ECS field → Sigma field, for every ECS category.
-const ECS_FIELDS: &[(&str, &str)] = &[
-    ("Image", "process.executable"),
-    ("CommandLine", "process.command_line"),
-    ("ParentImage", "process.parent.executable"),
-    ("ParentCommandLine", "process.parent.command_line"),
-    ("User", "user.name"),
-    ("CurrentDirectory", "process.working_directory"),
-    ("ProcessId", "process.pid"),
-    ("ParentProcessId", "process.parent.pid"),
-    ("TargetFilename", "file.path"),
-    ("DestinationIp", "destination.ip"),
-    ("DestinationPort", "destination.port"),
-    ("DestinationHostname", "destination.domain"),
-    ("SourceIp", "source.ip"),
-    ("SourcePort", "source.port"),
-    ("Protocol", "network.transport"),
-    ("Computer", "host.hostname"),
-];
-
 /// One Elastic Endpoint document for macOS (its `_source`).
 pub(crate) fn from_ecs(doc: &Json) -> Result<Mapped, AgentError> {
     let format = Format::EcsMacos;
@@ -222,7 +202,10 @@ pub(crate) fn from_ecs(doc: &Json) -> Result<Mapped, AgentError> {
         return Err(AgentError::missing(format, "event", "an object"));
     }
     let mut row = Map::new();
-    for (sigma, ecs) in ECS_FIELDS {
+    for (sigma, ecs) in picket_rules::MACOS_ECS_FIELDS
+        .iter()
+        .chain(&[("Computer", "host.hostname")])
+    {
         put(&mut row, sigma, path(doc, ecs));
     }
     // Elastic Endpoint 7.x leaves out command_line on some events; args is
