@@ -448,8 +448,16 @@ impl Uplink {
                             let ev = ev.unwrap_or(Err(ConnectionError::RequestsDone));
                             if let Ok(Event::Incoming(Packet::ConnAck(_))) = &ev {
                                 if let Some(cn) = &conn {
-                                    for (t, _) in &downlink_topics {
-                                        let _ = cn.client.try_subscribe(t.as_str(), QoS::AtLeastOnce);
+                                    // one SUBSCRIBE for every downlink topic: the
+                                    // broker sets them up together, so once the
+                                    // retained announcement arrives, commands do too
+                                    if !downlink_topics.is_empty() {
+                                        let filters = downlink_topics.iter().map(|(t, _)| {
+                                            rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce)
+                                        });
+                                        if let Err(e) = cn.client.try_subscribe_many(filters) {
+                                            tracing::warn!(error = %e, "downlink subscribe failed");
+                                        }
                                     }
                                 }
                             }
