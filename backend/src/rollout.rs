@@ -89,13 +89,19 @@ const MAX_FAILURES_LISTED: usize = 100;
 struct BundleFile {
     bytes: Vec<u8>,
     announce: BundleAnnounce,
+    /// Its manifest (targets), decoded once: the tick reads it every time.
+    manifest: Option<picket_bundle::Manifest>,
 }
 
 impl BundleFile {
     fn new(version: u64, bytes: Vec<u8>) -> Self {
         let sha256: [u8; 32] = sha2::Sha256::digest(&bytes).into();
         let chunk_count = u32::try_from(bytes.len().div_ceil(CHUNK_LEN)).unwrap_or(u32::MAX);
+        let manifest = SignedBundle::decode(&bytes)
+            .ok()
+            .and_then(|s| s.unverified_manifest().ok());
         Self {
+            manifest,
             announce: BundleAnnounce {
                 version,
                 sha256,
@@ -809,10 +815,8 @@ impl RolloutEngine {
     /// The devices a bundle version targets, in rollout order.
     async fn targeted(&self, version: u64) -> Result<Vec<String>, FleetError> {
         let store = &self.inner.store;
-        let bytes = self.load_file(version).await?;
-        let manifest = bytes
-            .and_then(|f| SignedBundle::decode(&f.bytes).ok())
-            .and_then(|s| s.unverified_manifest().ok());
+        let file = self.load_file(version).await?;
+        let manifest = file.as_ref().and_then(|f| f.manifest.as_ref());
         let devices = store.devices().await.map_err(internal)?;
         let groups = store.device_groups().await.map_err(internal)?;
         let mut out: Vec<([u8; 32], String)> = devices
