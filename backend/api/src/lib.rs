@@ -120,7 +120,7 @@ mod stream;
 pub use agents::AGENT_MESSAGE_LIMIT;
 pub use alerts::{DEFAULT_LIMIT as DEFAULT_ALERT_LIMIT, MAX_LIMIT as MAX_ALERT_LIMIT};
 pub use auth::{create_user, hash_password, verify_password, CSRF_HEADER, SESSION_COOKIE};
-pub use devices::is_online;
+pub use devices::{is_online, platform};
 pub use error::ApiError;
 pub use fleet::ENROLL_BODY_LIMIT;
 pub use routes::{routes, Access, RouteInfo, DEFAULT_BODY_LIMIT};

@@ -229,13 +229,14 @@ fn schemas() -> Value {
             "spool_evictions_total": { "type": "integer" }, "lost_kernel_records_total": { "type": "integer" },
             "modules": { "type": "array", "items": schema_ref("ModuleStatus") },
             "cpu_permille": { "type": "integer" }, "rss_bytes": { "type": "integer" } } },
-        "Device": { "type": "object", "required": ["id", "hostname", "online"], "properties": {
+        "Device": { "type": "object", "required": ["id", "hostname", "online", "platform"], "properties": {
             "id": hex, "hostname": { "type": "string" },
             "public_key": { "type": "array", "items": { "type": "integer" }, "description": "Ed25519 public key bytes" },
             "cert_serial": { "type": "string" }, "enrolled_ms": ms, "revoked_ms": opt_ms,
             "last_seen_ms": opt_ms, "last_alert_seq": { "type": "integer" },
             "heartbeat": { "oneOf": [schema_ref("Heartbeat"), { "type": "null" }] },
-            "online": { "type": "boolean", "description": "Not revoked and seen within the offline window" } } },
+            "online": { "type": "boolean", "description": "Not revoked and seen within the offline window" },
+            "platform": { "type": "string", "enum": ["linux", "windows", "macos"], "description": "linux for an appliance, windows or macos for an endpoint agent" } } },
         "Alert": { "type": "object", "required": ["id", "device_id", "level", "rule_id", "rule_title", "status"], "properties": {
             "id": hex, "device_id": hex, "seq": { "type": "integer" }, "timestamp_ms": ms, "received_ms": ms,
             "level": schema_ref("Level"), "source": schema_ref("AlertSource"),

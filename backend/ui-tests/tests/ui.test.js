@@ -275,7 +275,7 @@ test('screenshots of the other pages', async () => {
   await page.waitForFunction(() => [...document.querySelectorAll('[data-testid=devices-table] tbody tr[data-id] td:first-child')].every((td) => td.textContent.includes('berlin')));
   // A device that has sent a heartbeat (its agent version is known).
   const id = await page.evaluate(() => [...document.querySelectorAll('[data-testid=devices-table] tbody tr[data-id]')]
-    .find((tr) => tr.children[2].textContent !== '')?.dataset.id);
+    .find((tr) => tr.children[3].textContent !== '')?.dataset.id);
   assert.ok(id, 'a device with a heartbeat');
   await page.goto(`/#/devices/${id}`);
   await page.locator('.device-page .alerts-table tbody tr').first().waitFor();
@@ -311,6 +311,33 @@ async function progress(p, id) {
   assert.equal(r.status, 200, r.body);
   return JSON.parse(r.body);
 }
+
+test('device inventory: endpoint agents beside appliances, with their platform', async () => {
+  const seeded = JSON.parse(readFileSync(process.env.PICKET_SEED_STATE, 'utf8')).agents;
+  assert.equal(seeded.length, 2, 'the seeder enrolled a Windows and a macOS agent');
+  await page.goto('/#/devices');
+  await page.locator('[data-testid=devices-table] tbody tr[data-id]').first().waitFor();
+  // Appliances are Linux; each agent shows its own platform and version.
+  await page.locator('[data-testid=device-platform]').selectOption('linux');
+  await page.waitForFunction(() => [...document.querySelectorAll('[data-testid=devices-table] tbody [data-testid=device-platform-cell]')].every((td) => td.textContent === 'Linux'));
+  const linux = await page.locator('[data-testid=devices-table] tbody tr[data-id] [data-testid=device-platform-cell]').allTextContents();
+  assert.ok(linux.length > 100 && linux.every((t) => t === 'Linux'), `appliances only: ${linux.length} rows`);
+  for (const [value, label] of [['windows', 'Windows'], ['macos', 'macOS']]) {
+    await page.locator('[data-testid=device-platform]').selectOption(value);
+    const a = seeded.find((x) => x.platform === value);
+    const row = page.locator(`[data-testid=devices-table] tbody tr[data-id="${a.id}"]`);
+    await row.waitFor();
+    assert.equal(await page.locator('[data-testid=devices-table] tbody tr[data-id]').count(), 1, `one ${value} agent`);
+    assert.equal(await row.locator('[data-testid=device-platform-cell]').textContent(), label);
+    assert.match(await row.textContent(), /1\.4\.0/, 'its agent version');
+    assert.match(await row.textContent(), new RegExp(a.hostname));
+  }
+  assert.match(page.url(), /platform=macos/, 'the filter is in the URL');
+  const mac = seeded.find((x) => x.platform === 'macos');
+  await page.goto(`/#/devices/${mac.id}`);
+  await page.locator('.device-page h1', { hasText: mac.hostname }).waitFor();
+  assert.match(await page.locator('.device-page').textContent(), /PlatformmacOS/);
+});
 
 test('rules page: bundles and the staged rollout the seeder started', async () => {
   const rollouts = JSON.parse((await apiFromPage(page, 'GET', '/rollouts')).body);

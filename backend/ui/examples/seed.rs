@@ -379,6 +379,39 @@ impl Conn {
     }
 }
 
+/// Enrolls an endpoint agent (`POST /api/v1/agents/enroll`) and returns
+/// `{"id", "hostname", "platform"}`.
+async fn enroll_agent(
+    api: &str,
+    bearer: &str,
+    hostname: &str,
+    platform: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let tok = json_call(
+        api,
+        "POST",
+        "/api/v1/enrollment-tokens",
+        Some(bearer),
+        &serde_json::json!({ "label": format!("seed {hostname}"), "ttl_secs": 3600 }),
+    )
+    .await?;
+    let token = tok["token"].as_str().context("no token")?;
+    let enrolled = json_call(
+        api,
+        "POST",
+        "/api/v1/agents/enroll",
+        None,
+        &serde_json::json!({
+            "token": token, "hostname": hostname, "platform": platform, "agent_version": "1.4.0",
+        }),
+    )
+    .await?;
+    let id = enrolled["device_id"]
+        .as_str()
+        .with_context(|| format!("agent {hostname}: no device id in {enrolled}"))?;
+    Ok(serde_json::json!({ "id": id, "hostname": hostname, "platform": platform }))
+}
+
 async fn enroll(
     api: &str,
     bearer: &str,
@@ -1062,7 +1095,14 @@ async fn fill(a: Args) -> anyhow::Result<()> {
         devices.len(),
         t0.elapsed().as_secs_f64()
     );
+    // Two endpoint agents (Windows, macOS) beside the appliances: the
+    // inventory shows their platform.
+    let mut agents = Vec::new();
+    for (host, platform) in [("ws-finance-01", "windows"), ("mbp-design-02", "macos")] {
+        agents.push(enroll_agent(&a.api, &bearer, host, platform).await?);
+    }
     let state = serde_json::json!({
+        "agents": agents,
         "devices": devices.iter().take(4).map(|(d, _)| d.to_json()).collect::<Vec<_>>(),
         "bundle_key": fleet.as_ref().map(|f| hex(f.bundle.as_bytes())),
     });

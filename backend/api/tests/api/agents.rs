@@ -66,6 +66,8 @@ async fn enroll_answers_a_secret_once_and_records_the_platform() {
         .await
         .json();
     assert_eq!(d["hostname"], "ws-17", "{d}");
+    assert_eq!(d["platform"], "windows", "{d}");
+    assert_eq!(d["heartbeat"]["agent_version"], "1.2.3", "{d}");
     let module = &d["heartbeat"]["modules"][0];
     assert_eq!(
         (&module["name"], &module["state"]),

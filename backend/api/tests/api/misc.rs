@@ -32,6 +32,7 @@ async fn devices_with_online_state() {
         .json();
     assert_eq!(one["hostname"], "host-0000");
     assert_eq!(one["online"], true);
+    assert_eq!(one["platform"], "linux", "an appliance: {one}");
 }
 
 #[tokio::test]

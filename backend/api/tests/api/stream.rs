@@ -108,6 +108,24 @@ async fn stream_pushes_live_events() {
     assert_eq!(msg["level"], "high");
     assert_eq!(msg["rule_author"], "Florian Roth");
 
+    // A device change carries the device as the inventory shows it, with
+    // its platform (an appliance: linux).
+    app.device(&hex_id(0xd1), Some(1_000)).await;
+    let device = app.store.device(&hex_id(0xd1)).await.unwrap().unwrap();
+    app.live
+        .send(LiveEvent::Device {
+            device: Box::new(device),
+            online: false,
+            change: "heartbeat",
+        })
+        .unwrap();
+    let msg = next_json(&mut ws).await;
+    assert_eq!(
+        (&msg["type"], &msg["device"]["platform"]),
+        (&json!("device"), &json!("linux")),
+        "{msg}"
+    );
+
     // Filters: only high+ alerts from now on.
     ws.send(Message::text(
         json!({"type": "filter", "min_level": "high"}).to_string(),

@@ -5,7 +5,7 @@
 import { h, replace, button, card, toast, empty } from '../dom.js';
 import { get, post, put, can, qs, noteDevice } from '../api.js';
 import { time, ago, num, bytes, duration, bundleStateBadge } from '../format.js';
-import { healthBadge } from './devices.js';
+import { healthBadge, PLATFORMS } from './devices.js';
 import { alertRow, alertTable, clickableRows } from './alerts.js';
 
 function kv(rows) {
@@ -98,6 +98,7 @@ export function render({ id, user }) {
         h('div', { class: 'page-actions' }, actions, h('a', { class: 'btn', href: `#/alerts?device=${d.id}` }, 'All alerts of this device'))),
       h('div', { class: 'grid-3' },
         card('Versions', kv([
+          ['Platform', PLATFORMS[d.platform] || d.platform || '—'],
           ['Agent', hb?.agent_version ?? '—'],
           ['Rule bundle', hb?.rule_bundle_version ?? 'none'],
           ['Enrolled', time(d.enrolled_ms)],

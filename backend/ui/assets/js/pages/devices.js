@@ -23,6 +23,9 @@ export function healthBadge(d) {
   return h('span', { class: `badge health-${s}` }, s);
 }
 
+/** The API's `platform` values, as the inventory names them. */
+export const PLATFORMS = { linux: 'Linux', windows: 'Windows', macos: 'macOS' };
+
 function moduleSummary(hb) {
   if (!hb || !hb.modules?.length) return '';
   const bad = hb.modules.filter((m) => m.state !== 'running' && m.state !== 'disabled');
@@ -30,12 +33,13 @@ function moduleSummary(hb) {
 }
 
 export function render({ query, setQuery }) {
-  const f = { q: query.q || '', health: query.health || '', version: query.version || '' };
+  const f = { q: query.q || '', health: query.health || '', platform: query.platform || '', version: query.version || '' };
   let all = [];
   const tbody = h('tbody');
   const info = h('span', { class: 'muted' });
   const qInput = h('input', { type: 'search', placeholder: 'Search host name or id…', value: f.q, class: 'grow', dataset: { testid: 'device-search' } });
   const healthSel = select([['', 'Any state'], 'online', 'offline', 'stale', 'revoked'], f.health, { dataset: { testid: 'device-health' } });
+  const platformSel = select([['', 'Any platform'], ['linux', 'Linux appliances'], ['windows', 'Windows agents'], ['macos', 'macOS agents']], f.platform, { dataset: { testid: 'device-platform' } });
   const versionSel = select([['', 'Any version']], f.version);
   const counts = h('div', { class: 'health-strip' });
 
@@ -50,6 +54,7 @@ export function render({ query, setQuery }) {
     const now = Date.now();
     const list = all.filter((d) => (!q || d.hostname.toLowerCase().includes(q) || d.id.includes(q))
       && (!f.health || health(d, now) === f.health)
+      && (!f.platform || d.platform === f.platform)
       && (!f.version || d.heartbeat?.agent_version === f.version));
     const tally = { online: 0, offline: 0, stale: 0, revoked: 0 };
     for (const d of all) tally[health(d, now)] += 1;
@@ -62,6 +67,7 @@ export function render({ query, setQuery }) {
       return h('tr', { dataset: { id: d.id } },
         h('td', {}, h('a', { href: `#/devices/${d.id}`, class: 'strong' }, d.hostname)),
         h('td', {}, healthBadge(d)),
+        h('td', { dataset: { testid: 'device-platform-cell' } }, PLATFORMS[d.platform] || d.platform || ''),
         h('td', { class: 'mono' }, hb?.agent_version || ''),
         h('td', { class: 'num' }, hb?.rule_bundle_version ?? '—'),
         h('td', { title: time(d.last_seen_ms) }, ago(d.last_seen_ms, now)),
@@ -71,7 +77,7 @@ export function render({ query, setQuery }) {
         h('td', { class: 'muted' }, moduleSummary(hb)),
         h('td', { class: 'mono muted small' }, d.id));
     }));
-    if (list.length === 0) tbody.appendChild(h('tr', {}, h('td', { colspan: 10 }, empty(all.length ? 'No device matches.' : 'No device enrolled yet: create an enrollment token under Admin.'))));
+    if (list.length === 0) tbody.appendChild(h('tr', {}, h('td', { colspan: 11 }, empty(all.length ? 'No device matches.' : 'No device enrolled yet: create an enrollment token under Admin.'))));
     info.textContent = list.length > MAX_ROWS
       ? `Showing ${num(MAX_ROWS)} of ${num(list.length)} matching devices: refine the search.`
       : `${num(list.length)} of ${num(all.length)} devices`;
@@ -80,12 +86,14 @@ export function render({ query, setQuery }) {
   function read() {
     f.q = qInput.value.trim();
     f.health = healthSel.value;
+    f.platform = platformSel.value;
     f.version = versionSel.value;
     setQuery(f);
     draw();
   }
   qInput.addEventListener('input', read);
   healthSel.addEventListener('change', read);
+  platformSel.addEventListener('change', read);
   versionSel.addEventListener('change', read);
 
   async function load(fresh) {
@@ -116,9 +124,9 @@ export function render({ query, setQuery }) {
     h('div', { class: 'page-head' }, h('h1', {}, 'Devices'),
       h('div', { class: 'page-actions' }, button('Reload', () => load(true), { class: 'btn' }))),
     counts,
-    h('div', { class: 'filters' }, qInput, healthSel, versionSel),
+    h('div', { class: 'filters' }, qInput, healthSel, platformSel, versionSel),
     h('div', { class: 'table-wrap' }, h('table', { class: 'table devices-table', dataset: { testid: 'devices-table' } },
-      h('thead', {}, h('tr', {}, h('th', {}, 'Host'), h('th', {}, 'State'), h('th', {}, 'Agent'),
+      h('thead', {}, h('tr', {}, h('th', {}, 'Host'), h('th', {}, 'State'), h('th', {}, 'Platform'), h('th', {}, 'Agent'),
         h('th', { class: 'num', title: 'Rule bundle version' }, 'Rules'), h('th', {}, 'Last seen'),
         h('th', { class: 'num', title: 'Alerts waiting in the device spool' }, 'Spool'),
         h('th', { class: 'num', title: 'Alerts evicted from the spool' }, 'Evicted'),
@@ -126,6 +134,6 @@ export function render({ query, setQuery }) {
         h('th', {}, 'Modules'), h('th', {}, 'Id'))),
       tbody)),
     h('div', { class: 'pager' }, info));
-  load(true).catch((e) => replace(tbody, h('tr', {}, h('td', { colspan: 10 }, h('div', { class: 'error-box' }, e.message)))));
+  load(true).catch((e) => replace(tbody, h('tr', {}, h('td', { colspan: 11 }, h('div', { class: 'error-box' }, e.message)))));
   return { el, title: 'Devices', dispose: () => { unsubscribe(); clearInterval(timer); } };
 }
