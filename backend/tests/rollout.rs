@@ -17,7 +17,7 @@ use picket_api::{Fleet as _, FleetError};
 use picket_bundle::Target;
 use picket_store::model::AuditFilter;
 use picket_store::rollout::{RolloutAction, RolloutSpec, RolloutState, ThresholdAction};
-use support::{wait_for_async, Backend};
+use support::{wait_for, wait_for_async, Backend};
 
 async fn fleet_of(b: &Backend, n: u8, fail: impl Fn(usize, &str) -> bool) -> Vec<SimDevice> {
     let mut devices = Vec::new();
@@ -296,6 +296,14 @@ async fn an_alert_flood_after_activation_pauses_the_rollout() {
             &s.device.topic(picket_proto::topic::Channel::Alerts),
             rumqttc::QoS::AtLeastOnce,
             s.device.batch(1 + i as u64 * 1000, n),
+        )
+        .await;
+        // `publish` only queues the packet: dropping the publisher before
+        // the broker acknowledged it could lose the batch (seen under load).
+        wait_for(
+            "the alert batch acknowledged",
+            Duration::from_secs(20),
+            || p.acked.load(std::sync::atomic::Ordering::Relaxed) >= 1,
         )
         .await;
     }
