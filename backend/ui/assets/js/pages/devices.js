@@ -27,9 +27,11 @@ export function healthBadge(d) {
 export const PLATFORMS = { linux: 'Linux', windows: 'Windows', macos: 'macOS' };
 
 function moduleSummary(hb) {
-  if (!hb || !hb.modules?.length) return '';
-  const bad = hb.modules.filter((m) => m.state !== 'running' && m.state !== 'disabled');
-  return bad.length ? `${bad.length} of ${hb.modules.length} not running` : `${hb.modules.length} running`;
+  // An endpoint agent's only "module" names its platform: no sensor modules.
+  const modules = (hb?.modules || []).filter((m) => m.name !== 'agent');
+  if (!modules.length) return '';
+  const bad = modules.filter((m) => m.state !== 'running' && m.state !== 'disabled');
+  return bad.length ? `${bad.length} of ${modules.length} not running` : `${modules.length} running`;
 }
 
 export function render({ query, setQuery }) {
