@@ -115,14 +115,6 @@ fn level(l: Option<picket_rules::Level>) -> Level {
     }
 }
 
-fn text_field(fields: &serde_json::Map<String, serde_json::Value>, key: &str) -> Option<String> {
-    fields
-        .get(key)
-        .and_then(serde_json::Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-}
-
 /// Maps and evaluates the lines of one message: the report (without alert
 /// ids) and the alerts to store. CPU only.
 fn evaluate(
@@ -147,6 +139,7 @@ fn evaluate(
                 report.errors.push(AgentLineError {
                     line: no,
                     error: e.to_string(),
+                    reason: e.reason(),
                 });
                 continue;
             }
@@ -176,9 +169,9 @@ fn evaluate(
                 rule_id: rule_id.clone(),
                 rule_title: rule.title.clone(),
                 techniques: rule.techniques.clone(),
-                image: text_field(&mapped.fields, "Image"),
-                command_line: text_field(&mapped.fields, "CommandLine"),
-                path: text_field(&mapped.fields, "TargetFilename"),
+                image: mapped.text("Image").map(str::to_owned),
+                command_line: mapped.text("CommandLine").map(str::to_owned),
+                path: mapped.text("TargetFilename").map(str::to_owned),
                 event: serde_json::Value::Object(event),
             };
             report.alerts.push(AgentAlert {

@@ -180,6 +180,10 @@ pub struct AgentLineError {
     pub line: u64,
     /// The `picket_agents::AgentError`, as text.
     pub error: String,
+    /// Its kind (`picket_agents::AgentError::reason`: `unknown_format`,
+    /// `malformed_json`, ...), also the label of
+    /// `picket_agent_line_errors_total`.
+    pub reason: &'static str,
 }
 
 /// Why a fleet action was refused; each maps to its HTTP status.
