@@ -117,7 +117,7 @@ mod rules;
 mod state;
 mod stream;
 
-pub use agents::AGENT_MESSAGE_LIMIT;
+pub use agents::{AgentStreamLimits, AGENT_MESSAGE_LIMIT};
 pub use alerts::{DEFAULT_LIMIT as DEFAULT_ALERT_LIMIT, MAX_LIMIT as MAX_ALERT_LIMIT};
 pub use auth::{create_user, hash_password, verify_password, CSRF_HEADER, SESSION_COOKIE};
 pub use devices::is_online;
@@ -315,6 +315,8 @@ pub struct ApiConfig {
     /// How often the WebSocket stream pings; a client silent for two
     /// intervals is dropped.
     pub ws_ping_interval: Duration,
+    /// Timeouts and the stream cap of `GET /api/v1/agents/stream`.
+    pub agent_streams: AgentStreamLimits,
 }
 
 /// argon2id parameters for new password hashes (verification reads the
@@ -350,6 +352,7 @@ impl Default for ApiConfig {
             password: PasswordParams::default(),
             cookie_secure: true,
             ws_ping_interval: Duration::from_secs(30),
+            agent_streams: AgentStreamLimits::default(),
         }
     }
 }
