@@ -411,3 +411,68 @@ async fn streams_beyond_max_streams_are_refused_with_503() {
     third.send(Message::Text(GOOD.into())).await.unwrap();
     assert_eq!(reply(&mut third).await["type"], "result");
 }
+
+/// A message with a `{"seq": N}` first line gets alert ids derived from the
+/// device, seq, line and rule: sent again (an answer was lost), its alerts
+/// are answered with the same ids and not stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_sequenced_message_is_stored_once() {
+    let b = backend().await;
+    agent(&b, "s3cret").await;
+    let mut ws = connect(&b, Some("s3cret")).await.unwrap();
+    let ids = |r: &Value| -> Vec<(u64, String)> {
+        r["result"]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["line"].as_u64().unwrap(),
+                    a["id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let stored = || async { b.started.store.stats().await.unwrap().alerts };
+
+    let msg = format!("{{\"seq\": 7}}\n{GOOD}\n{GOOD}\n");
+    ws.send(Message::Text(msg.clone().into())).await.unwrap();
+    let first = reply(&mut ws).await;
+    assert_eq!(first["result"]["seq"], 7, "{first}");
+    assert_eq!(first["result"]["lines"], 2, "{first}");
+    assert_eq!(first["result"]["duplicates"], 0, "{first}");
+    let first_ids = ids(&first);
+    assert_eq!(
+        first_ids.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
+        [2, 3]
+    );
+    assert_ne!(first_ids[0].1, first_ids[1].1);
+    assert_eq!(stored().await, 2);
+
+    // The resend: same ids, nothing stored again.
+    ws.send(Message::Text(msg.into())).await.unwrap();
+    let again = reply(&mut ws).await;
+    assert_eq!(ids(&again), first_ids);
+    assert_eq!(again["result"]["duplicates"], 2, "{again}");
+    assert_eq!(stored().await, 2);
+
+    // The same seq with another line 3: only line 2 is a duplicate.
+    let other = GOOD.replace("display dialog", "display alert");
+    ws.send(Message::Text(
+        format!("{{\"seq\": 7}}\n{GOOD}\n{other}\n").into(),
+    ))
+    .await
+    .unwrap();
+    let changed = reply(&mut ws).await;
+    assert_eq!(changed["result"]["duplicates"], 1, "{changed}");
+    assert_eq!(ids(&changed)[0], first_ids[0]);
+    assert_ne!(ids(&changed)[1], first_ids[1]);
+    assert_eq!(stored().await, 3);
+
+    // Without a seq, every send stores new alerts.
+    ws.send(Message::Text(GOOD.into())).await.unwrap();
+    ws.send(Message::Text(GOOD.into())).await.unwrap();
+    assert_eq!(reply(&mut ws).await["result"]["duplicates"], 0);
+    assert_eq!(reply(&mut ws).await["result"]["duplicates"], 0);
+    assert_eq!(stored().await, 5);
+}

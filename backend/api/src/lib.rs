@@ -156,6 +156,13 @@ pub struct AgentReport {
     pub alerts: Vec<AgentAlert>,
     /// The lines that could not be mapped.
     pub errors: Vec<AgentLineError>,
+    /// The message's agent sequence number (its `{"seq": N}` first line),
+    /// if it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Alerts of a sequenced message that were already stored by an earlier
+    /// send of it (a resend after a lost answer), not stored again.
+    pub duplicates: u64,
 }
 
 /// An alert raised by an agent line.
