@@ -1,12 +1,16 @@
 //! `picketctl agent enroll` + `picketctl stream` against an in-process
-//! backend raise exactly the alerts `picketctl hunt` finds on the same EVTX
-//! files with the same rules, compared as (file, record id, rule id)
-//! multisets.
+//! backend:
+//! - the shared EVTX set raises exactly the alerts `picketctl hunt` finds on
+//!   the same files with the same rules, compared as (file, record id, rule
+//!   id) multisets;
+//! - enrollment and stream over TLS (`[http] tls = "fleet-ca"`, `--ca-file`);
+//! - the macOS ECS dataset raises the engine's alerts on it, and the eslogger
+//!   fixture `tests/data/eslogger.jsonl` the alerts its mapping leads to.
 //!
-//! Data: the shared EVTX set (`../shared/data/evtx`) and SigmaHQ rules
-//! (`../shared/data/sigmahq/rules`); the test is skipped (passes with a
-//! note) when they are missing. `PICKET_AGENT_STREAM_EVTX` may name another
-//! folder or file.
+//! Data: the shared EVTX set (`../shared/data/evtx`), the macOS dataset and
+//! SigmaHQ rules (`../shared/data/sigmahq/rules`); a test is skipped
+//! (passes with a note) when they are missing. `PICKET_AGENT_STREAM_EVTX`
+//! may name another EVTX folder or file.
 
 #![allow(
     clippy::unwrap_used,
