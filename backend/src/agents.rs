@@ -115,12 +115,46 @@ fn level(l: Option<picket_rules::Level>) -> Level {
     }
 }
 
-fn text_field(fields: &serde_json::Map<String, serde_json::Value>, key: &str) -> Option<String> {
-    fields
-        .get(key)
-        .and_then(serde_json::Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+/// The message's agent sequence number: a first non-blank line that is
+/// exactly `{"seq": <u64>}` (AGENT-STREAM.md §2), and its index.
+fn message_seq(text: &str) -> Option<(usize, u64)> {
+    let (i, line) = text
+        .split('\n')
+        .enumerate()
+        .find(|(_, l)| !l.trim().is_empty())?;
+    // Event lines are long; a seq line is short.
+    if line.len() > 64 {
+        return None;
+    }
+    let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line.trim()).ok()?;
+    match (v.len(), v.get("seq").and_then(serde_json::Value::as_u64)) {
+        (1, Some(seq)) => Some((i, seq)),
+        _ => None,
+    }
+}
+
+/// The id of an alert of a sequenced message: the same for a resend of the
+/// same message (device, seq, line number, line, rule), so the store skips
+/// it; a seq reused for other lines gives other ids.
+fn stable_id(device: &str, seq: u64, line_no: u64, line: &str, rule_id: &str) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for part in [
+        device.as_bytes(),
+        &seq.to_be_bytes(),
+        &line_no.to_be_bytes(),
+        line.as_bytes(),
+        rule_id.as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize()[..16]
+        .iter()
+        .fold(String::with_capacity(32), |mut s, x| {
+            let _ = write!(s, "{x:02x}");
+            s
+        })
 }
 
 /// Maps and evaluates the lines of one message: the report (without alert
@@ -134,10 +168,12 @@ fn evaluate(
     let mut report = AgentReport::default();
     let mut alerts = Vec::new();
     let mut matches: Vec<Match> = Vec::new();
+    let seq = message_seq(text);
+    report.seq = seq.map(|(_, s)| s);
     for (i, line) in text.split('\n').enumerate() {
         let no = i as u64 + 1;
         let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.trim().is_empty() {
+        if line.trim().is_empty() || seq.is_some_and(|(at, _)| at == i) {
             continue;
         }
         report.lines += 1;
@@ -147,6 +183,7 @@ fn evaluate(
                 report.errors.push(AgentLineError {
                     line: no,
                     error: e.to_string(),
+                    reason: e.reason(),
                 });
                 continue;
             }
@@ -165,8 +202,12 @@ fn evaluate(
             if let Some(a) = &rule.author {
                 event.insert("rule_author".into(), a.clone().into());
             }
+            let id = match seq {
+                Some((_, s)) => stable_id(device, s, no, line, &rule_id),
+                None => random_id(),
+            };
             let alert = NewAlert {
-                id: random_id(),
+                id,
                 device_id: device.to_owned(),
                 seq: 0,
                 timestamp_ms: received_ms,
@@ -176,9 +217,9 @@ fn evaluate(
                 rule_id: rule_id.clone(),
                 rule_title: rule.title.clone(),
                 techniques: rule.techniques.clone(),
-                image: text_field(&mapped.fields, "Image"),
-                command_line: text_field(&mapped.fields, "CommandLine"),
-                path: text_field(&mapped.fields, "TargetFilename"),
+                image: mapped.text("Image").map(str::to_owned),
+                command_line: mapped.text("CommandLine").map(str::to_owned),
+                path: mapped.text("TargetFilename").map(str::to_owned),
                 event: serde_json::Value::Object(event),
             };
             report.alerts.push(AgentAlert {
@@ -217,7 +258,7 @@ impl AgentStreams {
         let device = agent.device_id.clone();
         let text = text.to_owned();
         // Mapping and thousands of rules are CPU work: off the async workers.
-        let (report, alerts) =
+        let (mut report, alerts) =
             tokio::task::spawn_blocking(move || evaluate(&rules, &device, &text, received))
                 .await
                 .map_err(|e| FleetError::Internal(format!("agent batch task: {e}")))?;
@@ -231,13 +272,22 @@ impl AgentStreams {
             tracing::debug!(device = %agent.device_id, line = e.line, error = %e.error, "agent line refused");
         }
         if !alerts.is_empty() {
-            self.store
+            let stored = self
+                .store
                 .insert_alerts(&alerts)
                 .await
                 .map_err(|e| FleetError::Internal(format!("storing agent alerts: {e}")))?;
             self.metrics
                 .alerts
-                .fetch_add(alerts.len() as u64, Ordering::Relaxed);
+                .fetch_add(stored.inserted, Ordering::Relaxed);
+            report.duplicates = stored.duplicates;
+            // A resend whose alerts were all stored before is not
+            // broadcast again (a partly stored one is, whole).
+            let alerts = if stored.inserted == 0 {
+                Vec::new()
+            } else {
+                alerts
+            };
             for a in alerts {
                 let _ = self.live.send(LiveEvent::Alert(Box::new(Alert {
                     updated_ms: a.received_ms,

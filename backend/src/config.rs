@@ -82,6 +82,18 @@ struct RawLog {
 struct RawHttp {
     listen: Option<SocketAddr>,
     session_ttl_secs: Option<u64>,
+    tls: Option<RawHttpTls>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    tls_hostnames: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum RawHttpTls {
+    Off,
+    Files,
+    FleetCa,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,6 +145,9 @@ struct RawBundles {
 #[serde(deny_unknown_fields)]
 struct RawAgents {
     rules_dirs: Option<Vec<PathBuf>>,
+    idle_timeout_secs: Option<u64>,
+    write_timeout_secs: Option<u64>,
+    max_streams: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -181,13 +196,32 @@ pub struct Config {
 }
 
 /// Windows/macOS agent streams (`GET /api/v1/agents/stream`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AgentsConfig {
     /// Folders (searched recursively for `.yml`/`.yaml`) and files of Sigma
     /// rules evaluated on agent events, loaded at start; relative paths are
     /// under `data_dir`. Empty (the default): lines are mapped and checked
     /// but raise no alerts.
     pub rules_dirs: Vec<PathBuf>,
+    /// A stream that sends nothing for this long is closed (default 120 s).
+    pub idle_timeout: Duration,
+    /// A stream whose answer cannot be written within this is closed
+    /// (default 30 s).
+    pub write_timeout: Duration,
+    /// Concurrent agent streams; more are refused with 503 (default 10,000).
+    pub max_streams: usize,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        let limits = picket_api::AgentStreamLimits::default();
+        Self {
+            rules_dirs: Vec::new(),
+            idle_timeout: limits.idle_timeout,
+            write_timeout: limits.write_timeout,
+            max_streams: limits.max_streams,
+        }
+    }
 }
 
 /// Rule bundles and rollouts.
@@ -217,6 +251,30 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Login session lifetime.
     pub session_ttl: Duration,
+    /// Plain HTTP or HTTPS (API, UI and WebSockets alike).
+    pub tls: HttpTls,
+}
+
+/// Whether and how the HTTP listener speaks TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum HttpTls {
+    /// Plain HTTP (the default, on loopback).
+    #[default]
+    Off,
+    /// A certificate chain and key from PEM files (any PKI).
+    Files {
+        /// Certificate chain, leaf first.
+        cert_file: PathBuf,
+        /// Private key (PKCS#8, PKCS#1 or SEC1).
+        key_file: PathBuf,
+    },
+    /// A server certificate the fleet CA issues for `hostnames` (kept in the
+    /// data directory, renewed 30 days before it expires): HTTPS with no
+    /// outside PKI; clients trust the fleet CA (`ca.pem`).
+    FleetCa {
+        /// DNS names or IP addresses in the certificate.
+        hostnames: Vec<String>,
+    },
 }
 
 /// Where device traffic comes from.
@@ -429,6 +487,58 @@ fn packet_bytes(option: &'static str, v: Option<usize>) -> Result<usize, ConfigE
     Ok(v)
 }
 
+/// `[http] tls*`: `tls` defaults to `files` when a certificate file is
+/// named, else `off`.
+fn http_tls(raw: &RawHttp, data_dir: &Path) -> Result<HttpTls, ConfigError> {
+    let under = |p: &PathBuf| {
+        if p.is_absolute() {
+            p.clone()
+        } else {
+            data_dir.join(p)
+        }
+    };
+    let files = raw.tls_cert_file.is_some() || raw.tls_key_file.is_some();
+    let mode = raw.tls.unwrap_or(if files {
+        RawHttpTls::Files
+    } else {
+        RawHttpTls::Off
+    });
+    if mode != RawHttpTls::FleetCa && raw.tls_hostnames.is_some() {
+        return Err(invalid("http.tls_hostnames", "needs tls = \"fleet-ca\""));
+    }
+    match mode {
+        RawHttpTls::Off if files => Err(invalid(
+            "http.tls_cert_file",
+            "tls_cert_file/tls_key_file need tls = \"files\"",
+        )),
+        RawHttpTls::Off => Ok(HttpTls::Off),
+        RawHttpTls::Files => match (&raw.tls_cert_file, &raw.tls_key_file) {
+            (Some(c), Some(k)) => Ok(HttpTls::Files {
+                cert_file: under(c),
+                key_file: under(k),
+            }),
+            _ => Err(invalid(
+                "http.tls_cert_file",
+                "tls = \"files\" needs both tls_cert_file and tls_key_file",
+            )),
+        },
+        RawHttpTls::FleetCa if files => Err(invalid(
+            "http.tls_cert_file",
+            "tls = \"fleet-ca\" issues its own certificate: remove tls_cert_file/tls_key_file",
+        )),
+        RawHttpTls::FleetCa => {
+            let hostnames = raw
+                .tls_hostnames
+                .clone()
+                .unwrap_or_else(|| vec!["localhost".into(), "127.0.0.1".into()]);
+            if hostnames.is_empty() {
+                return Err(invalid("http.tls_hostnames", "must name at least one host"));
+            }
+            Ok(HttpTls::FleetCa { hostnames })
+        }
+    }
+}
+
 impl RawConfig {
     /// Checks every option and resolves defaults.
     ///
@@ -454,6 +564,7 @@ impl RawConfig {
                 "http.session_ttl_secs",
                 self.http.session_ttl_secs.unwrap_or(43_200),
             )?,
+            tls: http_tls(&self.http, &data_dir)?,
         };
         let mqtt = match self.mqtt {
             None => MqttConfig::Embedded(EmbeddedMqtt {
@@ -635,7 +746,25 @@ impl RawConfig {
             controller: b.controller.unwrap_or(true),
             tick: Duration::from_millis(tick_ms),
         };
+        let defaults = AgentsConfig::default();
+        let max_streams = self.agents.max_streams.unwrap_or(defaults.max_streams);
+        if max_streams == 0 {
+            return Err(invalid("agents.max_streams", "must be at least 1"));
+        }
         let agents = AgentsConfig {
+            idle_timeout: self
+                .agents
+                .idle_timeout_secs
+                .map_or(Ok(defaults.idle_timeout), |v| {
+                    nonzero_secs("agents.idle_timeout_secs", v)
+                })?,
+            write_timeout: self
+                .agents
+                .write_timeout_secs
+                .map_or(Ok(defaults.write_timeout), |v| {
+                    nonzero_secs("agents.write_timeout_secs", v)
+                })?,
+            max_streams,
             rules_dirs: self
                 .agents
                 .rules_dirs
@@ -704,6 +833,64 @@ mod tests {
         )
         .expect_err("partial");
         assert!(e.to_string().contains("mqtt.ca_file"), "{e}");
+    }
+
+    #[test]
+    fn http_tls_modes() {
+        let c = Config::from_toml("", "t").expect("default");
+        assert_eq!(c.http.tls, HttpTls::Off);
+        let c = Config::from_toml(
+            "data_dir = \"/d\"\n[http]\ntls_cert_file = \"c.pem\"\ntls_key_file = \"/k.pem\"\n",
+            "t",
+        )
+        .expect("files");
+        assert_eq!(
+            c.http.tls,
+            HttpTls::Files {
+                cert_file: PathBuf::from("/d/c.pem"),
+                key_file: PathBuf::from("/k.pem"),
+            }
+        );
+        let c = Config::from_toml(
+            "[http]\ntls = \"fleet-ca\"\ntls_hostnames = [\"picket.example\"]\n",
+            "t",
+        )
+        .expect("fleet-ca");
+        assert_eq!(
+            c.http.tls,
+            HttpTls::FleetCa {
+                hostnames: vec!["picket.example".into()]
+            }
+        );
+        for bad in [
+            "[http]\ntls_cert_file = \"c.pem\"\n",
+            "[http]\ntls = \"off\"\ntls_key_file = \"k\"\ntls_cert_file = \"c\"\n",
+            "[http]\ntls = \"fleet-ca\"\ntls_hostnames = []\n",
+            "[http]\ntls_hostnames = [\"a\"]\n",
+        ] {
+            let e = Config::from_toml(bad, "t").expect_err(bad);
+            assert!(e.to_string().contains("http.tls"), "{bad}: {e}");
+        }
+        let e = Config::from_toml("[http]\ntls = \"yes\"\n", "t").expect_err("mode");
+        assert!(e.to_string().contains("tls"), "{e}");
+    }
+
+    #[test]
+    fn agent_stream_limits() {
+        let c = Config::from_toml(
+            "[agents]\nidle_timeout_secs = 5\nwrite_timeout_secs = 2\nmax_streams = 3\n",
+            "t",
+        )
+        .expect("agents");
+        assert_eq!(c.agents.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.agents.write_timeout, Duration::from_secs(2));
+        assert_eq!(c.agents.max_streams, 3);
+        let d = Config::from_toml("", "t").expect("default");
+        assert_eq!(d.agents.idle_timeout, Duration::from_secs(120));
+        for bad in ["max_streams = 0", "idle_timeout_secs = 0"] {
+            let e = Config::from_toml(&format!("[agents]\n{bad}\n"), "t").expect_err(bad);
+            assert!(e.to_string().contains("agents."), "{e}");
+        }
     }
 
     #[test]

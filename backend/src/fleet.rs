@@ -33,6 +33,7 @@ pub struct BackendFleet {
     enroller: Enroller,
     rollouts: Option<RolloutEngine>,
     agents: Option<AgentStreams>,
+    https: Option<Arc<crate::https::HttpsStats>>,
 }
 
 impl BackendFleet {
@@ -59,6 +60,7 @@ impl BackendFleet {
             enroller,
             rollouts: None,
             agents: None,
+            https: None,
         }
     }
 
@@ -73,6 +75,13 @@ impl BackendFleet {
     #[must_use]
     pub fn with_agents(mut self, agents: Option<AgentStreams>) -> Self {
         self.agents = agents;
+        self
+    }
+
+    /// With the HTTPS listener's counters (`[http] tls` on).
+    #[must_use]
+    pub fn with_https(mut self, stats: Option<Arc<crate::https::HttpsStats>>) -> Self {
+        self.https = stats;
         self
     }
 
@@ -199,6 +208,9 @@ impl Fleet for BackendFleet {
         }
         if let Some(a) = &self.agents {
             out.push_str(&a.metrics_text());
+        }
+        if let Some(h) = &self.https {
+            out.push_str(&h.metrics_text());
         }
         out
     }

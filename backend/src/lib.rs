@@ -22,6 +22,8 @@
 //! - [`fleet`]: [`picket_api::Fleet`] for the running backend (enroll,
 //!   revoke, metrics, readiness).
 //! - `pki`, `enroll`, `tls_front`: the fleet CA, enrollment, the mTLS front.
+//! - `https`: TLS on the HTTP listener (`[http] tls`: PEM files or a
+//!   fleet-CA server certificate).
 //!
 //! [`run`] wires them and serves until its shutdown signal:
 //!
@@ -302,6 +304,10 @@ pub async fn run_with(
     } else {
         None
     };
+    let https = https::server_config(&config.http.tls, &ca)?;
+    let https_stats = https
+        .as_ref()
+        .map(|_| Arc::new(https::HttpsStats::default()));
     let fleet = Arc::new(
         BackendFleet::new(
             store.clone(),
@@ -313,6 +319,7 @@ pub async fn run_with(
             live.clone(),
         )
         .with_rollouts(rollouts)
+        .with_https(https_stats.clone())
         .with_agents(Some(agents::AgentStreams::new(
             agents::load_rules(&config.agents.rules_dirs),
             store.clone(),
@@ -342,6 +349,11 @@ pub async fn run_with(
             config: ApiConfig {
                 session_ttl: config.http.session_ttl,
                 offline_after: config.ingest.offline_after,
+                agent_streams: picket_api::AgentStreamLimits {
+                    idle_timeout: config.agents.idle_timeout,
+                    write_timeout: config.agents.write_timeout,
+                    max_streams: config.agents.max_streams,
+                },
                 ..ApiConfig::default()
             },
         },
@@ -353,17 +365,31 @@ pub async fn run_with(
     let http_addr = http
         .local_addr()
         .map_err(io(format!("http listen {}", config.http.listen)))?;
-    tracing::info!(%http_addr, "API listening");
+    tracing::info!(%http_addr, tls = https.is_some(), "API listening");
     {
-        let mut shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let serve = axum::serve(http, api).with_graceful_shutdown(async move {
-                let _ = shutdown.wait_for(|s| *s).await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "API server failed");
+        let mut stop = shutdown.clone();
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        match (https, https_stats) {
+            (Some(tls), Some(stats)) => {
+                let listener = https::TlsListener::new(http, tls, stats, shutdown.clone());
+                tasks.spawn(async move {
+                    let serve = axum::serve(listener, api).with_graceful_shutdown(stopped);
+                    if let Err(e) = serve.await {
+                        tracing::error!(error = %e, "API server failed");
+                    }
+                });
             }
-        });
+            _ => {
+                tasks.spawn(async move {
+                    let serve = axum::serve(http, api).with_graceful_shutdown(stopped);
+                    if let Err(e) = serve.await {
+                        tracing::error!(error = %e, "API server failed");
+                    }
+                });
+            }
+        }
     }
 
     if let Some(tx) = started {
@@ -418,5 +444,6 @@ async fn retention(store: Arc<dyn Store>, config: Config, mut shutdown: watch::R
     }
 }
 pub mod enroll;
+pub mod https;
 pub mod pki;
 pub mod tls_front;

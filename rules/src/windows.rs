@@ -10,8 +10,11 @@
 //!
 //! Routing follows SigmaHQ's `tests/thor.yml`: the channel gives the
 //! service, Sysmon event ids give the category, Security 4688 is
-//! `process_creation` with `Image` → `NewProcessName` and `ParentImage` →
-//! `ParentProcessName`, and Defender detection events are `antivirus` with
+//! `process_creation` with `Image` → `NewProcessName`, `ParentImage` →
+//! `ParentProcessName` and `LogonId` → `SubjectLogonId` (the renames of
+//! pySigma's `windows-audit` pipeline that apply to 4688; the pySigma oracle
+//! run with that pipeline fires exactly these on the shared set's 4688
+//! records, `rules/tests/oracle/audit_4688.py`), and Defender detection events are `antivirus` with
 //! `Signature` → `ThreatName` and `Filename` → `Path`.
 
 use serde_json::{Map, Value as Json};
@@ -85,6 +88,7 @@ pub struct Routing {
 const SECURITY_4688: Aliases = &[
     ("Image", "NewProcessName"),
     ("ParentImage", "ParentProcessName"),
+    ("LogonId", "SubjectLogonId"),
 ];
 const DEFENDER: Aliases = &[("Signature", "ThreatName"), ("Filename", "Path")];
 const DEFENDER_DETECTION_IDS: [i64; 12] = [

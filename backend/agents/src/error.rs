@@ -59,6 +59,21 @@ pub enum AgentError {
 }
 
 impl AgentError {
+    /// A short fixed name of the kind of error, for metrics labels and
+    /// agents that sort refusals (`unknown_format`, `malformed_json`, ...).
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AgentError::LineTooLong { .. } => "line_too_long",
+            AgentError::Empty => "empty",
+            AgentError::Json { .. } => "malformed_json",
+            AgentError::NotAnObject { .. } => "not_an_object",
+            AgentError::UnknownFormat { .. } => "unknown_format",
+            AgentError::UnsupportedOs { .. } => "unsupported_os",
+            AgentError::MissingField { .. } => "missing_field",
+        }
+    }
+
     pub(crate) fn missing(format: Format, field: &'static str, expected: &'static str) -> Self {
         AgentError::MissingField {
             format,

@@ -9,9 +9,9 @@
 //!                       ▼                   ▼
 //!               windows::from_evtx ─┐   macos::from_eslogger ─┐
 //!               windows::from_winlogbeat ┤   macos::from_ecs ──────┤
-//!                  (normalize_evtx, route,│                       │
-//!                   4688 renames)         ▼                       ▼
-//!                         Mapped { format, sources: Vec<LogSource>, fields: Sigma names }
+//!                  (normalize_evtx, route)│                       │
+//!                                         ▼                       ▼
+//!                         Mapped { format, sources: Vec<LogSource>, aliases, fields }
 //!                                              │ impl picket_rules::Event
 //!                                              ▼
 //!                         Mapped::evaluate(&RuleSet, &mut Vec<Match>)
@@ -28,12 +28,15 @@
 //!   `CommandLine`, `ParentImage`, `User`, `TargetFilename`, ...), so one
 //!   [`picket_rules::RuleSet`] loaded with [`EngineConfig::new`]
 //!   (no field mappings) serves all agents. Windows events keep their native
-//!   names too (Security rules ask for `SubjectUserName`), with the Sigma
-//!   names copied in.
-//! * **Windows** reuses [`picket_rules::windows::normalize_evtx`] and
-//!   [`picket_rules::windows::route`], the normalization the oracle and
-//!   `picketctl hunt` use: a Winlogbeat document becomes the same map as the
-//!   evtx record it was read from.
+//!   names: the evtx field map is exactly the one `picketctl hunt` builds.
+//! * **Windows** goes through `picketctl hunt`'s code path, not a copy of
+//!   it: [`picket_rules::windows::normalize_evtx`], the logsources of
+//!   [`picket_rules::windows::route`] and, on the events that need them
+//!   (Security 4688, Defender detections), its field renames
+//!   ([`picket_rules::windows::Aliased`]: `Image` is looked up as
+//!   `NewProcessName` on a 4688). A Winlogbeat document becomes the same map
+//!   as the evtx record it was read from, so an EVTX file streamed by an
+//!   agent raises exactly the alerts `picketctl hunt` reports on it.
 //!
 //! The field-by-field tables are in `docs/AGENT-FORMATS.md`.
 //!
@@ -67,6 +70,7 @@ mod windows;
 use std::fmt;
 use std::str::FromStr;
 
+use picket_rules::windows::{Aliased, Aliases};
 use picket_rules::{Event, LogSource, Match, RuleSet, Value};
 use serde_json::{Map, Value as Json};
 
@@ -147,7 +151,12 @@ pub struct Mapped {
     /// Its logsources (Sysmon registry events and eslogger renames have
     /// two); every rule of any of them sees the event.
     pub sources: Vec<LogSource>,
-    /// Sigma field name → value.
+    /// Rule field → event field renames rules see this event through
+    /// ([`picket_rules::windows::route`]'s, e.g. `Image` → `NewProcessName`
+    /// on Security 4688); empty for macOS events.
+    pub aliases: Aliases,
+    /// Field name → value (Sigma names; Windows events keep their native
+    /// names, reached under Sigma names through `aliases`).
     pub fields: Map<String, Json>,
 }
 
@@ -155,12 +164,37 @@ impl Mapped {
     /// Evaluates the rules of this event's logsources, appending one match
     /// per matching rule; returns the number appended.
     pub fn evaluate(&self, rules: &RuleSet, out: &mut Vec<Match>) -> usize {
-        rules.evaluate_sources(&self.sources, &self.fields, out)
+        let event = Aliased {
+            event: &self.fields,
+            aliases: self.aliases,
+        };
+        rules.evaluate_sources(&self.sources, &event, out)
+    }
+
+    /// A text field under its Sigma name (through the aliases), `None`
+    /// when absent, empty or not a string.
+    #[must_use]
+    pub fn text(&self, name: &str) -> Option<&str> {
+        let via = self
+            .aliases
+            .iter()
+            .find(|(from, _)| *from == name)
+            .and_then(|(_, to)| self.fields.get(*to))
+            .and_then(Json::as_str);
+        via.or_else(|| self.fields.get(name).and_then(Json::as_str))
+            .filter(|s| !s.is_empty())
     }
 }
 
 impl Event for Mapped {
+    /// Through the aliases first, as rules see the event (the lookup of
+    /// [`Aliased`], which [`Mapped::evaluate`] uses).
     fn field(&self, name: &str) -> Option<Value<'_>> {
+        if let Some((_, to)) = self.aliases.iter().find(|(from, _)| *from == name) {
+            if let Some(v) = self.fields.field(to) {
+                return Some(v);
+            }
+        }
         self.fields.field(name)
     }
 

@@ -136,6 +136,7 @@ pub(crate) fn from_eslogger(msg: &Json) -> Result<Mapped, AgentError> {
     Ok(Mapped {
         format,
         sources,
+        aliases: &[],
         fields: row,
     })
 }
@@ -251,6 +252,7 @@ pub(crate) fn from_ecs(doc: &Json) -> Result<Mapped, AgentError> {
     Ok(Mapped {
         format,
         sources: vec![macos(category)],
+        aliases: &[],
         fields: row,
     })
 }

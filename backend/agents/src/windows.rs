@@ -1,29 +1,15 @@
 //! Windows agents: evtx-rs JSON records and Winlogbeat ECS documents.
 //!
 //! Both become the field map of [`picket_rules::windows::normalize_evtx`]
-//! (the one the oracle and `picketctl hunt` use), are routed by
-//! [`picket_rules::windows::route`], and then get the Sigma names a
-//! logsource's rules use copied in (Security 4688: `Image`, `ParentImage`,
-//! `User`, ...), so that one rule set without field mappings sees every
-//! agent's events alike.
+//! (the one the oracle and `picketctl hunt` use) and are routed by
+//! [`picket_rules::windows::route`], whose logsources and field renames
+//! (Security 4688: `Image` → `NewProcessName`, ...) the [`Mapped`] event
+//! carries: rules see it exactly as `picketctl hunt` sees the record.
 
 use picket_rules::windows;
 use serde_json::{Map, Value as Json};
 
 use crate::{AgentError, Format, Mapped};
-
-/// Security 4688 fields under their Sigma `process_creation` names (Sigma's
-/// Windows audit pipeline). `ProcessId` is not renamed: in 4688 it is the
-/// *creator's* id, and Security-service rules ask for it with that meaning,
-/// so it is copied to `ParentProcessId` and kept.
-const SECURITY_4688: &[(&str, &str)] = &[
-    ("Image", "NewProcessName"),
-    ("ParentImage", "ParentProcessName"),
-    ("User", "SubjectUserName"),
-    ("ParentProcessId", "ProcessId"),
-    ("IntegrityLevel", "MandatoryLabel"),
-    ("LogonId", "SubjectLogonId"),
-];
 
 /// An evtx-rs record (`{"Event": {"System": ..., "EventData": ...}}`).
 pub(crate) fn from_evtx(record: &Json) -> Result<Mapped, AgentError> {
@@ -94,27 +80,14 @@ fn finish(
     if !row.get("Channel").is_some_and(Json::is_string) {
         return Err(AgentError::missing(format, channel_field, "a string"));
     }
+    // The logsources and renames `picketctl hunt`'s router uses: the
+    // renames stay lookups (`Mapped`'s `Event` impl), so the stored event
+    // is the record as hunt sees it.
     let routing = windows::route(&row);
-    let channel = row
-        .get("Channel")
-        .and_then(Json::as_str)
-        .unwrap_or_default();
-    let renames: &[(&str, &str)] = if eid == 4688 && channel.eq_ignore_ascii_case("Security") {
-        SECURITY_4688
-    } else {
-        routing.aliases
-    };
-    for (sigma, native) in renames {
-        if row.contains_key(*sigma) {
-            continue;
-        }
-        if let Some(v) = row.get(*native).cloned() {
-            row.insert((*sigma).to_owned(), v);
-        }
-    }
     Ok(Mapped {
         format,
         sources: routing.sources,
+        aliases: routing.aliases,
         fields: row,
     })
 }

@@ -117,7 +117,7 @@ mod rules;
 mod state;
 mod stream;
 
-pub use agents::AGENT_MESSAGE_LIMIT;
+pub use agents::{AgentStreamLimits, AGENT_MESSAGE_LIMIT};
 pub use alerts::{DEFAULT_LIMIT as DEFAULT_ALERT_LIMIT, MAX_LIMIT as MAX_ALERT_LIMIT};
 pub use auth::{create_user, hash_password, verify_password, CSRF_HEADER, SESSION_COOKIE};
 pub use devices::{is_online, platform};
@@ -156,6 +156,13 @@ pub struct AgentReport {
     pub alerts: Vec<AgentAlert>,
     /// The lines that could not be mapped.
     pub errors: Vec<AgentLineError>,
+    /// The message's agent sequence number (its `{"seq": N}` first line),
+    /// if it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Alerts of a sequenced message that were already stored by an earlier
+    /// send of it (a resend after a lost answer), not stored again.
+    pub duplicates: u64,
 }
 
 /// An alert raised by an agent line.
@@ -180,6 +187,10 @@ pub struct AgentLineError {
     pub line: u64,
     /// The `picket_agents::AgentError`, as text.
     pub error: String,
+    /// Its kind (`picket_agents::AgentError::reason`: `unknown_format`,
+    /// `malformed_json`, ...), also the label of
+    /// `picket_agent_line_errors_total`.
+    pub reason: &'static str,
 }
 
 /// Why a fleet action was refused; each maps to its HTTP status.
@@ -311,6 +322,8 @@ pub struct ApiConfig {
     /// How often the WebSocket stream pings; a client silent for two
     /// intervals is dropped.
     pub ws_ping_interval: Duration,
+    /// Timeouts and the stream cap of `GET /api/v1/agents/stream`.
+    pub agent_streams: AgentStreamLimits,
 }
 
 /// argon2id parameters for new password hashes (verification reads the
@@ -346,6 +359,7 @@ impl Default for ApiConfig {
             password: PasswordParams::default(),
             cookie_secure: true,
             ws_ping_interval: Duration::from_secs(30),
+            agent_streams: AgentStreamLimits::default(),
         }
     }
 }

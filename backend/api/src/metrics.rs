@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -20,6 +20,32 @@ pub(crate) struct Metrics {
     requests: Mutex<BTreeMap<(String, &'static str, u16), u64>>,
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
     ws_clients: AtomicI64,
+    agent_streams: AtomicUsize,
+    agent_streams_refused: AtomicU64,
+    agent_closes: Mutex<BTreeMap<&'static str, u64>>,
+    agent_line_errors: Mutex<BTreeMap<&'static str, u64>>,
+    agent_messages_refused: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+fn bump(m: &Mutex<BTreeMap<&'static str, u64>>, label: &'static str) {
+    if let Ok(mut m) = m.lock() {
+        *m.entry(label).or_default() += 1;
+    }
+}
+
+fn render_labeled(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    m: &Mutex<BTreeMap<&'static str, u64>>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    if let Ok(m) = m.lock() {
+        for (value, n) in m.iter() {
+            let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
+        }
+    }
 }
 
 fn method_label(m: &axum::http::Method) -> &'static str {
@@ -54,6 +80,37 @@ impl Metrics {
         WsClientGuard(self)
     }
 
+    /// Takes an agent stream slot; `false` (counted) when `max` are open.
+    pub(crate) fn agent_stream_started(&self, max: usize) -> bool {
+        let taken = self
+            .agent_streams
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        if !taken {
+            self.agent_streams_refused.fetch_add(1, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    /// Gives an agent stream slot back.
+    pub(crate) fn agent_stream_ended(&self) {
+        self.agent_streams.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn agent_stream_closed(&self, reason: &'static str) {
+        bump(&self.agent_closes, reason);
+    }
+
+    pub(crate) fn agent_line_error(&self, reason: &'static str) {
+        bump(&self.agent_line_errors, reason);
+    }
+
+    pub(crate) fn agent_message_refused(&self, reason: &'static str) {
+        bump(&self.agent_messages_refused, reason);
+    }
+
     pub(crate) fn render(&self, out: &mut String) {
         out.push_str(
             "# HELP picket_api_requests_total API requests by route, method and status.\n",
@@ -83,6 +140,41 @@ impl Metrics {
             out,
             "picket_api_ws_clients {}",
             self.ws_clients.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP picket_agent_streams Open agent streams.\n");
+        out.push_str("# TYPE picket_agent_streams gauge\n");
+        let _ = writeln!(
+            out,
+            "picket_agent_streams {}",
+            self.agent_streams.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP picket_agent_streams_refused_total Agent streams refused with 503 (max_streams open).\n\
+             # TYPE picket_agent_streams_refused_total counter\n\
+             picket_agent_streams_refused_total {}",
+            self.agent_streams_refused.load(Ordering::Relaxed)
+        );
+        render_labeled(
+            out,
+            "picket_agent_streams_closed_total",
+            "Agent streams ended, by reason.",
+            "reason",
+            &self.agent_closes,
+        );
+        render_labeled(
+            out,
+            "picket_agent_line_errors_total",
+            "Agent lines answered with an error, by reason.",
+            "reason",
+            &self.agent_line_errors,
+        );
+        render_labeled(
+            out,
+            "picket_agent_messages_refused_total",
+            "Agent messages answered with an error and not processed, by reason.",
+            "reason",
+            &self.agent_messages_refused,
         );
     }
 }

@@ -20,6 +20,7 @@ const CONCURRENT_HASHES: usize = 2;
 pub(crate) struct Shared {
     pub ctx: ApiContext,
     pub metrics: Metrics,
+    pub open_agents: Arc<crate::agents::OpenAgents>,
     pub setup_lock: Mutex<()>,
     hash_slots: Semaphore,
     dummy_hash: OnceCell<String>,
@@ -42,6 +43,7 @@ impl AppState {
         Self(Arc::new(Shared {
             ctx,
             metrics: Metrics::default(),
+            open_agents: Arc::default(),
             setup_lock: Mutex::new(()),
             hash_slots: Semaphore::new(CONCURRENT_HASHES),
             dummy_hash: OnceCell::new(),

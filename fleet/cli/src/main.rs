@@ -78,9 +78,13 @@ enum Command {
     /// Exit code 0 when everything was sent (even if lines were refused),
     /// 1 when the stream could not run.
     Stream {
-        /// Backend base URL (http:// only so far).
+        /// Backend base URL (http:// or https://; the stream is ws:// or wss://).
         #[arg(long, env = "PICKET_URL", default_value = "http://127.0.0.1:8080")]
         url: String,
+        /// Trust anchors (PEM) for an https:// backend, e.g. the fleet CA's
+        /// ca.pem (default: the webpki roots).
+        #[arg(long, value_name = "PEM")]
+        ca_file: Option<PathBuf>,
         /// File holding the agent secret (`picketctl agent enroll`).
         #[arg(long, value_name = "FILE")]
         agent_secret_file: PathBuf,
@@ -107,9 +111,13 @@ enum AgentCommand {
     /// Enroll an agent with a one-time enrollment token and write its
     /// secret to a new file (mode 0600).
     Enroll {
-        /// Backend base URL.
+        /// Backend base URL (http:// or https://).
         #[arg(long, env = "PICKET_URL", default_value = "http://127.0.0.1:8080")]
         url: String,
+        /// Trust anchors (PEM) for an https:// backend, e.g. the fleet CA's
+        /// ca.pem (default: the webpki roots).
+        #[arg(long, value_name = "PEM")]
+        ca_file: Option<PathBuf>,
         /// The enrollment token (`POST /api/v1/enrollment-tokens`).
         #[arg(long)]
         token: String,
@@ -774,6 +782,7 @@ fn main() -> ExitCode {
         Command::Rollout(command) => run_rollout(command),
         Command::Stream {
             url,
+            ca_file,
             agent_secret_file,
             format,
             batch_lines,
@@ -782,6 +791,7 @@ fn main() -> ExitCode {
         } => {
             let config = picket_cli::agent::StreamConfig {
                 url,
+                ca_file,
                 secret_file: agent_secret_file,
                 format: match format.as_str() {
                     "evtx" => picket_cli::agent::InputFormat::Evtx,
@@ -796,6 +806,7 @@ fn main() -> ExitCode {
         }
         Command::Agent(AgentCommand::Enroll {
             url,
+            ca_file,
             token,
             hostname,
             platform,
@@ -808,6 +819,7 @@ fn main() -> ExitCode {
             &platform,
             &agent_version,
             &out,
+            ca_file.as_deref(),
         ) {
             Ok(e) => {
                 println!(

@@ -13,16 +13,22 @@
 //!   traced back to its file and record (EVTX: the rendered
 //!   `EventRecordID`, as `hunt` reports it; JSON lines: the line number).
 //!
-//! Only `http://` backends (`ws://`) are supported by the stream for now.
+//! Both speak plain HTTP (`http://`, `ws://`) or TLS (`https://`,
+//! `wss://`; rustls): the backend's certificate must chain to `--ca-file`
+//! (PEM; the fleet CA's `ca.pem` for a backend serving `[http] tls =
+//! "fleet-ca"`), else to the Mozilla roots of `webpki-roots`.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde::Serialize;
 use serde_json::Value;
 use tungstenite::client::IntoClientRequest as _;
-use tungstenite::stream::MaybeTlsStream;
+use tungstenite::handshake::HandshakeError;
 use tungstenite::{Message, WebSocket};
 
 use crate::hunt::{collect_inputs, InputKind};
@@ -88,6 +94,128 @@ fn base(url: &str) -> Result<&str, AgentCmdError> {
     }
 }
 
+/// The certificates of a PEM file (trust anchors).
+fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, AgentCmdError> {
+    let pem = std::fs::read(path).map_err(io(path))?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| AgentCmdError::Usage(format!("{}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(AgentCmdError::Usage(format!(
+            "{}: no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+/// rustls client configuration: `ca_file`'s certificates as the only trust
+/// anchors, else the webpki roots.
+fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, AgentCmdError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in read_ca(path)? {
+                roots.add(cert).map_err(|e| {
+                    AgentCmdError::Usage(format!(
+                        "{}: unusable CA certificate: {e}",
+                        path.display()
+                    ))
+                })?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| AgentCmdError::Usage(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The HTTP agent for enrollment, trusting `ca_file` when given.
+fn http_agent(ca_file: Option<&Path>) -> Result<ureq::Agent, AgentCmdError> {
+    let mut config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(60)));
+    if let Some(path) = ca_file {
+        let certs = read_ca(path)?
+            .into_iter()
+            .map(|c| ureq::tls::Certificate::from_der(&c).to_owned())
+            .collect();
+        config = config.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::Specific(Arc::new(certs)))
+                .build(),
+        );
+    }
+    Ok(config.build().into())
+}
+
+/// The stream's transport: TCP, or TLS over TCP.
+#[derive(Debug)]
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Connects TCP (and TLS for `wss://`) to the request's host.
+fn connect(
+    req: &tungstenite::handshake::client::Request,
+    ca_file: Option<&Path>,
+) -> Result<Conn, String> {
+    let uri = req.uri();
+    let host = uri.host().ok_or("no host in the URL")?;
+    let tls = uri.scheme_str() == Some("wss");
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    // `[::1]` in the URL, `::1` to connect and verify.
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let tcp = TcpStream::connect((host, port)).map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    if !tls {
+        return Ok(Conn::Plain(tcp));
+    }
+    let config = tls_config(ca_file).map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| format!("{host}: {e}"))?;
+    let conn = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    // Handshake now, so a certificate problem is reported as such.
+    while stream.conn.is_handshaking() {
+        stream
+            .conn
+            .complete_io(&mut stream.sock)
+            .map_err(|e| format!("TLS: {e}"))?;
+    }
+    Ok(Conn::Tls(Box::new(stream)))
+}
+
 /// What [`enroll`] did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Enrolled {
@@ -100,7 +228,8 @@ pub struct Enrolled {
 }
 
 /// Enrolls an agent and writes its secret to `out` (created, mode 0600;
-/// never overwritten).
+/// never overwritten). `ca_file` (PEM) is the trust anchor of an
+/// `https://` backend (default: the webpki roots).
 ///
 /// # Errors
 /// [`AgentCmdError`]: `out` exists, the backend is unreachable or refuses.
@@ -111,7 +240,9 @@ pub fn enroll(
     platform: &str,
     agent_version: &str,
     out: &Path,
+    ca_file: Option<&Path>,
 ) -> Result<Enrolled, AgentCmdError> {
+    let agent = http_agent(ca_file)?;
     let mut file = {
         let mut o = std::fs::OpenOptions::new();
         o.write(true).create_new(true);
@@ -120,11 +251,6 @@ pub fn enroll(
         o.open(out).map_err(io(out))?
     };
     let endpoint = format!("{}/api/v1/agents/enroll", base(url)?);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(std::time::Duration::from_secs(60)))
-        .build()
-        .into();
     let body = serde_json::json!({
         "token": token, "hostname": hostname, "platform": platform, "agent_version": agent_version,
     });
@@ -192,8 +318,10 @@ pub enum InputFormat {
 /// What [`stream`] sends and where.
 #[derive(Debug, Clone)]
 pub struct StreamConfig {
-    /// Backend base URL (`http://127.0.0.1:8080`).
+    /// Backend base URL (`http://127.0.0.1:8080`, `https://...`).
     pub url: String,
+    /// Trust anchors (PEM) for an `https://` backend; `None`: webpki roots.
+    pub ca_file: Option<PathBuf>,
     /// File holding the agent secret (first line).
     pub secret_file: PathBuf,
     /// How files are read.
@@ -254,7 +382,7 @@ struct Pending {
 }
 
 struct Client {
-    ws: WebSocket<MaybeTlsStream<TcpStream>>,
+    ws: WebSocket<Conn>,
     url: String,
     config_lines: usize,
     config_bytes: usize,
@@ -439,12 +567,11 @@ fn read_secret(path: &Path) -> Result<String, AgentCmdError> {
 pub fn stream(config: &StreamConfig) -> Result<StreamReport, AgentCmdError> {
     let secret = read_secret(&config.secret_file)?;
     let base = base(&config.url)?;
-    let Some(rest) = base.strip_prefix("http://") else {
-        return Err(AgentCmdError::Usage(
-            "picketctl stream supports http:// backends only so far".into(),
-        ));
+    let url = match (base.strip_prefix("http://"), base.strip_prefix("https://")) {
+        (Some(rest), _) => format!("ws://{rest}/api/v1/agents/stream"),
+        (_, Some(rest)) => format!("wss://{rest}/api/v1/agents/stream"),
+        _ => unreachable!("base() checked the scheme"),
     };
-    let url = format!("ws://{rest}/api/v1/agents/stream");
     let mut req = url
         .as_str()
         .into_client_request()
@@ -453,9 +580,14 @@ pub fn stream(config: &StreamConfig) -> Result<StreamReport, AgentCmdError> {
         .parse()
         .map_err(|_| AgentCmdError::Usage("the agent secret is not a valid header value".into()))?;
     req.headers_mut().insert("authorization", auth);
-    let ws = match tungstenite::connect(req) {
+    let conn =
+        connect(&req, config.ca_file.as_deref()).map_err(|message| AgentCmdError::Transport {
+            url: url.clone(),
+            message,
+        })?;
+    let ws = match tungstenite::client(req, conn) {
         Ok((ws, _)) => ws,
-        Err(tungstenite::Error::Http(resp)) => {
+        Err(HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
             let status = resp.status().as_u16();
             let message = resp
                 .body()
@@ -469,10 +601,16 @@ pub fn stream(config: &StreamConfig) -> Result<StreamReport, AgentCmdError> {
                 message,
             });
         }
-        Err(e) => {
+        Err(HandshakeError::Failure(e)) => {
             return Err(AgentCmdError::Transport {
                 url,
                 message: e.to_string(),
+            })
+        }
+        Err(HandshakeError::Interrupted(_)) => {
+            return Err(AgentCmdError::Transport {
+                url,
+                message: "WebSocket handshake interrupted".into(),
             })
         }
     };
