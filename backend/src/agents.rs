@@ -254,6 +254,12 @@ impl AgentStreams {
         Ok(report)
     }
 
+    /// The agent rule set (hunting jobs use it too).
+    #[must_use]
+    pub fn rules(&self) -> Arc<RuleSet> {
+        self.rules.clone()
+    }
+
     /// Prometheus text of the counters.
     #[must_use]
     pub fn metrics_text(&self) -> String {

@@ -21,6 +21,8 @@
 //! - [`ingest`]: the MQTT subscriber, verification, batching into the store.
 //! - [`fleet`]: [`picket_api::Fleet`] for the running backend (enroll,
 //!   revoke, metrics, readiness).
+//! - [`hunts`]: hunting jobs, uploaded EVTX files scanned in the
+//!   background with the agent rule set.
 //! - `pki`, `enroll`, `tls_front`: the fleet CA, enrollment, the mTLS front.
 //!
 //! [`run`] wires them and serves until its shutdown signal:
@@ -42,6 +44,7 @@ pub mod agents;
 pub mod broker;
 pub mod config;
 pub mod fleet;
+pub mod hunts;
 pub mod ingest;
 pub mod rollout;
 
@@ -302,6 +305,22 @@ pub async fn run_with(
     } else {
         None
     };
+    let agent_streams = agents::AgentStreams::new(
+        agents::load_rules(&config.agents.rules_dirs),
+        store.clone(),
+        live.clone(),
+    );
+    let hunts = Arc::new(
+        hunts::Hunts::new(
+            store.clone(),
+            agent_streams.rules(),
+            config.data_dir.join("hunts"),
+            config.hunts.clone(),
+            live.clone(),
+        )
+        .map_err(io("start hunting jobs"))?,
+    );
+    tasks.spawn(hunts.clone().run(shutdown.clone()));
     let fleet = Arc::new(
         BackendFleet::new(
             store.clone(),
@@ -313,11 +332,8 @@ pub async fn run_with(
             live.clone(),
         )
         .with_rollouts(rollouts)
-        .with_agents(Some(agents::AgentStreams::new(
-            agents::load_rules(&config.agents.rules_dirs),
-            store.clone(),
-            live.clone(),
-        ))),
+        .with_agents(Some(agent_streams))
+        .with_hunts(Some(hunts)),
     );
 
     let ingest_ctx = IngestContext {

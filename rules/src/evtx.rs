@@ -20,7 +20,7 @@
 //! let settings = Arc::new(evtx::ParserSettings::new());
 //! let mut parser = evtx::EvtxParser::from_path("Security.evtx").expect("an EVTX file");
 //! for chunk in parser.chunks() {
-//!     let scanned = scan_chunk(&router, chunk.expect("readable"), &settings, |meta, matches| {
+//!     let scanned = scan_chunk(&router, chunk.expect("readable"), &settings, |meta, _fields, matches| {
 //!         for m in matches.drain(..) {
 //!             println!("{} {} {}", meta.record_id, meta.timestamp, m.rule.title);
 //!         }
@@ -32,7 +32,7 @@
 use std::sync::Arc;
 
 use ::evtx::{EvtxChunkData, ParserSettings};
-use serde_json::Value as Json;
+use serde_json::{Map, Value as Json};
 
 use crate::windows;
 use crate::Match;
@@ -85,13 +85,14 @@ pub struct ChunkScan {
 }
 
 /// Parses one chunk and evaluates each of its records; `on_match` gets
-/// each record that matched at least one rule, with the matches (it may
-/// drain them; the vector is reused for the next record).
+/// each record that matched at least one rule: its meta, its normalized
+/// fields and the matches (it may drain them; the vector is reused for the
+/// next record).
 pub fn scan_chunk(
     router: &windows::Router<'_>,
     mut data: EvtxChunkData,
     settings: &Arc<ParserSettings>,
-    mut on_match: impl FnMut(&RecordMeta, &mut Vec<Match>),
+    mut on_match: impl FnMut(&RecordMeta, &Map<String, Json>, &mut Vec<Match>),
 ) -> ChunkScan {
     let mut scan = ChunkScan::default();
     let mut chunk = match data.parse(Arc::clone(settings)) {
@@ -151,7 +152,7 @@ pub fn scan_chunk(
             channel: flat.get("Channel").map(text).unwrap_or_default(),
             event_id: flat.get("EventID").map(text).unwrap_or_default(),
         };
-        on_match(&meta, &mut out);
+        on_match(&meta, &flat, &mut out);
     }
     scan
 }

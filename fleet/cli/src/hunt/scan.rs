@@ -338,7 +338,7 @@ impl Ctx<'_> {
         settings: &Arc<ParserSettings>,
     ) -> Outcome {
         let mut outcome = Outcome::default();
-        let scanned = picket_rules::evtx::scan_chunk(self.router, data, settings, |m, out| {
+        let scanned = picket_rules::evtx::scan_chunk(self.router, data, settings, |m, _, out| {
             let meta = Meta {
                 timestamp: m.timestamp.clone(),
                 computer: m.computer.clone(),
