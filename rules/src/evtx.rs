@@ -53,7 +53,9 @@ pub struct RecordMeta {
     /// `System/TimeCreated/@SystemTime` as the log wrote it, else the
     /// record header's time (RFC 3339).
     pub timestamp: String,
-    /// The record header's time, milliseconds since the Unix epoch.
+    /// [`Self::timestamp`] in milliseconds since the Unix epoch (UTC), or
+    /// the record header's time when it does not read as
+    /// `YYYY-MM-DDTHH:MM:SS[.fraction]Z`.
     pub timestamp_ms: i64,
     /// `Computer`.
     pub computer: String,
@@ -144,10 +146,12 @@ pub fn scan_chunk(
             .pointer("/Event/System/EventRecordID")
             .and_then(|v| v.as_u64().or_else(|| v.as_str()?.trim().parse().ok()))
             .unwrap_or(record.event_record_id);
+        let timestamp_ms =
+            system_time_ms(&timestamp).unwrap_or_else(|| record.timestamp.as_millisecond());
         let meta = RecordMeta {
             record_id,
             timestamp,
-            timestamp_ms: record.timestamp.as_millisecond(),
+            timestamp_ms,
             computer: flat.get("Computer").map(text).unwrap_or_default(),
             channel: flat.get("Channel").map(text).unwrap_or_default(),
             event_id: flat.get("EventID").map(text).unwrap_or_default(),
@@ -172,6 +176,58 @@ pub fn truncation(size: u64, declared_chunks: u64) -> Option<String> {
     })
 }
 
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (how EVTX renders `SystemTime`) in
+/// milliseconds since the Unix epoch; the fraction is truncated.
+#[must_use]
+pub fn system_time_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let d = b.get(r)?;
+        if d.is_empty() || !d.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        Some(d.iter().fold(0i64, |a, c| a * 10 + i64::from(c - b'0')))
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let rest = &b[19..];
+    let (frac, zone) = match rest.first() {
+        Some(b'.') => {
+            let n = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+            (&rest[1..=n], &rest[1 + n..])
+        }
+        _ => (&rest[..0], rest),
+    };
+    if zone != b"Z" {
+        return None;
+    }
+    let ms = frac
+        .iter()
+        .chain(std::iter::repeat(&b'0'))
+        .take(3)
+        .fold(0i64, |a, c| a * 10 + i64::from(c - b'0'));
+    // Days from 1970-01-01 (the era-based civil-to-days conversion).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + ms)
+}
+
 /// A JSON value as timeline text: strings without quotes, others as JSON.
 #[must_use]
 pub fn text(v: &Json) -> String {
@@ -185,6 +241,29 @@ pub fn text(v: &Json) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn system_time_reads_as_utc_milliseconds() {
+        assert_eq!(system_time_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            system_time_ms("2019-05-18T17:16:18.8331713Z"),
+            Some(1_558_199_778_833)
+        );
+        assert_eq!(
+            system_time_ms("2000-02-29T23:59:59.5Z"),
+            Some(951_868_799_500)
+        );
+        assert_eq!(system_time_ms("1969-12-31T23:59:59.999Z"), Some(-1));
+        for bad in [
+            "",
+            "2019-05-18 17:16:18Z",
+            "2019-05-18T17:16:18+02:00",
+            "2019-13-01T00:00:00Z",
+            "2019-05-18T17:16:18.Z1",
+        ] {
+            assert_eq!(system_time_ms(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn truncation_needs_whole_chunks() {

@@ -161,9 +161,9 @@ function timelineRow(r) {
     h('td', { class: 'small channel' }, r.channel),
     h('td', { class: 'num' }, r.event_id),
     h('td', { class: 'num' }, r.record_id ?? ''),
-    h('td', {}, r.file),
+    h('td', { class: 'file' }, r.file),
     h('td', {}, levelBadge(r.level)),
-    h('td', {}, h('a', { href: `#/alerts/${r.alert_id}`, class: 'rule-title', dataset: { testid: 'timeline-rule' } }, r.rule_title || r.rule_id),
+    h('td', { class: 'rule' }, h('a', { href: `#/alerts/${r.alert_id}`, class: 'rule-title', dataset: { testid: 'timeline-rule' } }, r.rule_title || r.rule_id),
       h('div', { class: 'mono muted small' }, r.rule_id)),
     h('td', { class: 'author', dataset: { testid: 'timeline-author' } }, r.rule_author || h('span', { class: 'muted' }, 'not given')),
     h('td', { class: 'chips' }, (r.techniques || []).slice(0, 3).map((t) => techniqueLink(t))));
