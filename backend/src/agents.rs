@@ -105,7 +105,7 @@ fn random_id() -> String {
     })
 }
 
-fn level(l: Option<picket_rules::Level>) -> Level {
+pub(crate) fn level(l: Option<picket_rules::Level>) -> Level {
     match l {
         Some(picket_rules::Level::Critical) => Level::Critical,
         Some(picket_rules::Level::High) => Level::High,
@@ -115,7 +115,10 @@ fn level(l: Option<picket_rules::Level>) -> Level {
     }
 }
 
-fn text_field(fields: &serde_json::Map<String, serde_json::Value>, key: &str) -> Option<String> {
+pub(crate) fn text_field(
+    fields: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Option<String> {
     fields
         .get(key)
         .and_then(serde_json::Value::as_str)

@@ -49,13 +49,14 @@ use picket_rules::{windows, Match, RuleSet};
 use picket_store::hunt::{
     Hunt, HuntDetail, HuntFile, HuntFileState, HuntState, NewHunt, NewHuntFile,
 };
-use picket_store::model::{AlertSource, Level, NewAlert};
+use picket_store::model::{AlertSource, NewAlert};
 use picket_store::{Store, StoreError};
 use rayon::prelude::*;
 use serde_json::{json, Map, Value as Json};
 use sha2::Digest as _;
 use tokio::sync::{broadcast, watch, Notify};
 
+use crate::agents::{level, text_field};
 use crate::config::HuntsConfig;
 use crate::ingest::now_ms;
 
@@ -683,24 +684,6 @@ enum Scan {
     },
     Stopped,
     Store(StoreError),
-}
-
-fn level(l: Option<picket_rules::Level>) -> Level {
-    match l {
-        Some(picket_rules::Level::Critical) => Level::Critical,
-        Some(picket_rules::Level::High) => Level::High,
-        Some(picket_rules::Level::Medium) => Level::Medium,
-        Some(picket_rules::Level::Low) => Level::Low,
-        _ => Level::Informational,
-    }
-}
-
-fn text_field(fields: &Map<String, Json>, key: &str) -> Option<String> {
-    fields
-        .get(key)
-        .and_then(Json::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
 }
 
 /// The alert of one match: its id is a hash of where it was found, so a

@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use ingest_support::Backend;
+use picket_api::LiveEvent;
 use picket_rules::RuleSet;
 use picket_store::hunt::{HuntFileState, HuntState};
 use picket_store::model::{AuditFilter, Role, Session};
@@ -213,6 +214,7 @@ async fn uploaded_evtx_files_become_a_job_with_the_cli_engines_matches() {
     let b = backend().await;
     let op = token(&b, Role::Operator).await;
     let viewer = token(&b, Role::Viewer).await;
+    let mut live = b.started.live.subscribe();
 
     let mut files: Vec<(String, Vec<u8>)> = samples()
         .iter()
