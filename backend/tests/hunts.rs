@@ -291,6 +291,20 @@ async fn uploaded_evtx_files_become_a_job_with_the_cli_engines_matches() {
         .map(|f| f["records"].as_u64().unwrap())
         .sum();
     assert_eq!(done["records_done"].as_u64().unwrap(), records);
+    // The live feed followed the job: queued, running, done with the totals.
+    let mut states = Vec::new();
+    while let Ok(ev) = live.try_recv() {
+        if let LiveEvent::Hunt(h) = ev {
+            assert_eq!(h.id, id);
+            states.push(h.state);
+            if h.state == HuntState::Done {
+                assert_eq!(h.bytes_done, h.bytes_total);
+            }
+        }
+    }
+    assert_eq!(states.first(), Some(&HuntState::Queued), "{states:?}");
+    assert!(states.contains(&HuntState::Running), "{states:?}");
+    assert_eq!(states.last(), Some(&HuntState::Done), "{states:?}");
 
     // The timeline holds exactly what the CLI's engine path finds.
     let mut rows = Vec::new();
