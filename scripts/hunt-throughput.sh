@@ -9,6 +9,9 @@
 #
 #   cargo build --release -p picket-backend --bin picket-backend -p picket-cli --bin picketctl
 #   bash scripts/hunt-throughput.sh
+#
+# BACKEND and PICKETCTL name other binaries (a target directory shared
+# between checkouts may hold another checkout's build).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 target="${CARGO_TARGET_DIR:-$root/target}/release"
@@ -39,8 +42,10 @@ listen = "127.0.0.1:0"
 rules_dirs = ["$rules"]
 TOML
 password="bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-PICKET_ADMIN_PASSWORD="$password" "$target/picket-backend" --config "$tmp/backend.toml" create-admin --name admin >/dev/null
-"$target/picket-backend" --config "$tmp/backend.toml" >"$tmp/backend.log" 2>&1 &
+backend="${BACKEND:-$target/picket-backend}"
+picketctl="${PICKETCTL:-$target/picketctl}"
+PICKET_ADMIN_PASSWORD="$password" "$backend" --config "$tmp/backend.toml" create-admin --name admin >/dev/null
+"$backend" --config "$tmp/backend.toml" >"$tmp/backend.log" 2>&1 &
 pid=$!
 url="http://127.0.0.1:$port"
 for _ in $(seq 1 300); do curl -fsS "$url/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -68,14 +73,15 @@ import json, sys
 j = json.loads(sys.argv[1])
 secs = (j["finished_ms"] - j["started_ms"]) / 1000
 failed = sum(1 for f in j["files"] if f["state"] == "failed")
-print(f"backend job   round {sys.argv[2]}: {secs:6.2f} s, {j[\"records_done\"]} records ({j[\"records_done\"] / secs:,.0f}/s), "
-      f"{j[\"matches\"]} matches, {failed} files failed, state {j[\"state\"]}")
+records, matches, state = j["records_done"], j["matches"], j["state"]
+print(f"backend job   round {sys.argv[2]}: {secs:6.2f} s, {records} records ({records / secs:,.0f}/s), "
+      f"{matches} matches, {failed} files failed, state {state}")
 ' "$job" "$round"
   curl -fsS -X DELETE -H "authorization: Bearer $token" "$url/api/v1/hunts/$id" >/dev/null
   start=$(date +%s.%N)
-  "$target/picketctl" hunt --no-progress --threads 2 --rules "$rules" "${files[@]}" >"$tmp/cli.csv" 2>"$tmp/cli.err"
+  "$picketctl" hunt --no-progress --jsonl --threads 2 --rules "$rules" "${files[@]}" >"$tmp/cli.jsonl" 2>"$tmp/cli.err"
   end=$(date +%s.%N)
-  matches=$(($(wc -l <"$tmp/cli.csv") - 1))
+  matches=$(wc -l <"$tmp/cli.jsonl")
   python3 -c 'import sys; print(f"picketctl hunt round {sys.argv[3]}: {float(sys.argv[2]) - float(sys.argv[1]):6.2f} s (with rule loading), {sys.argv[4]} matches")' \
     "$start" "$end" "$round" "$matches"
   grep -o '[0-9]* events.*s on 2 threads' "$tmp/cli.err" | sed 's/^/  picketctl: /'

@@ -442,8 +442,27 @@ impl Hunts {
     /// fails.
     pub async fn delete(&self, id: i64) -> Result<Hunt, FleetError> {
         let hunt = self.get(id).await?;
-        self.stop(id).await;
-        let _claim = self.claim.lock().await;
+        // A worker may claim the job between the stop and the lock: then
+        // stop it again.
+        let mut tries = 0;
+        let _claim = loop {
+            self.stop(id).await;
+            let claim = self.claim.lock().await;
+            let running = self
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains_key(&id);
+            if !running {
+                break claim;
+            }
+            tries += 1;
+            if tries == 3 {
+                return Err(FleetError::Unavailable(format!(
+                    "hunt {id} does not stop; try again later"
+                )));
+            }
+        };
         if !self
             .store
             .delete_hunt(id)
