@@ -522,3 +522,116 @@ async fn a_job_running_at_start_is_requeued_and_completes() {
     );
     let _ = b.shutdown.send(true);
 }
+
+/// Cancel and delete while jobs run or wait: one job runs at a time
+/// (`[hunts] concurrent_jobs = 1`, the default), so a second upload waits
+/// queued behind a large first one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_cancelled_and_deleted_while_they_run_or_wait() {
+    let b = Backend::start(|c| {
+        c.agents.rules_dirs = vec![rules_dir()];
+        c.hunts.threads = 1;
+    })
+    .await;
+    let op = token(&b, Role::Operator).await;
+    // 40 copies of a 17-chunk sample: many batches, so the job is still
+    // running when the cancel arrives.
+    let sample = std::fs::read(&samples()[0]).unwrap();
+    let big: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| (format!("copy-{i}.evtx"), sample.clone()))
+        .collect();
+    let small = vec![("small.evtx".to_owned(), sample[..69_632].to_vec())];
+    let post = |name: &str, files: &[(String, Vec<u8>)]| {
+        call(
+            &b,
+            "POST",
+            "/api/v1/hunts",
+            &op,
+            Some(multipart(name, files)),
+        )
+    };
+
+    let wait_running = |id: i64| {
+        let b = &b;
+        let op = &op;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let job = call(b, "GET", &format!("/api/v1/hunts/{id}"), op, None)
+                    .await
+                    .json();
+                if job["state"] == "running" {
+                    return;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "never ran: {job}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    let r = post("big", &big).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let a = r.json()["id"].as_i64().unwrap();
+    wait_running(a).await;
+    let r = post("waits", &small).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let queued = r.json()["id"].as_i64().unwrap();
+
+    // The waiting job is cancelled at once; the worker never starts it.
+    let r = call(
+        &b,
+        "POST",
+        &format!("/api/v1/hunts/{queued}/cancel"),
+        &op,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["state"], "cancelled");
+    assert_eq!(r.json()["started_ms"], Value::Null);
+
+    // The running one stops after its batch; what it found is kept.
+    let r = call(&b, "POST", &format!("/api/v1/hunts/{a}/cancel"), &op, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let cancelled = r.json();
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    assert!(cancelled["started_ms"].as_i64().is_some(), "{cancelled}");
+    assert!(cancelled["finished_ms"].as_i64().is_some());
+    let job = call(&b, "GET", &format!("/api/v1/hunts/{a}"), &op, None)
+        .await
+        .json();
+    assert!(
+        job["files_done"].as_u64().unwrap() < 40,
+        "the job ran to its end before the cancel: {job}"
+    );
+    assert!(job["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["state"] == "queued"));
+    let r = call(&b, "POST", &format!("/api/v1/hunts/{a}/cancel"), &op, None).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    let after = call(&b, "GET", &format!("/api/v1/hunts/{queued}"), &op, None)
+        .await
+        .json();
+    assert_eq!(after["state"], "cancelled", "{after}");
+
+    // Deleting a running job stops it and removes everything.
+    let r = post("deleted", &big).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let c = r.json()["id"].as_i64().unwrap();
+    wait_running(c).await;
+    let r = call(&b, "DELETE", &format!("/api/v1/hunts/{c}"), &op, None).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = call(&b, "GET", &format!("/api/v1/hunts/{c}"), &op, None).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(!b.dir.path().join("hunts").join(c.to_string()).exists());
+    let r = call(&b, "GET", &format!("/api/v1/alerts?hunt={c}"), &op, None).await;
+    assert_eq!(
+        r.json()["alerts"].as_array().unwrap().len(),
+        0,
+        "{}",
+        r.body
+    );
+    let _ = b.shutdown.send(true);
+}
