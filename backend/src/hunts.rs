@@ -12,7 +12,8 @@
 //!      with picket_rules::evtx::scan_chunk (the path `picketctl hunt` uses)
 //!    matches → alerts (source `upload`, hunt_id set) in batches of 1,000
 //!    progress (files, records, bytes, matches) → store + LiveEvent::Hunt,
-//!      at most every 250 ms
+//!      at most every 250 ms; each file's row when it finishes (and when it
+//!      starts, for files of more than one batch)
 //!    → `done` (or `cancelled`)
 //! ```
 //!
@@ -545,7 +546,11 @@ impl Job<'_> {
         let bytes_before = self.hunt.bytes_done;
         let matches_before = self.hunt.matches;
         file.state = HuntFileState::Running;
-        self.save_file(file)?;
+        // Progress is written at most every PROGRESS_EVERY: a file scanned
+        // within one batch is only written when it is finished.
+        if file.size > HEADER_BYTES + BATCH_CHUNKS as u64 * CHUNK_BYTES {
+            self.save_file(file)?;
+        }
         let outcome = self.scan(path, file, control);
         let finished = match outcome {
             Scan::Failed(reason) => {
@@ -581,7 +586,7 @@ impl Job<'_> {
             self.hunt.bytes_done = bytes_before + file.size;
         }
         self.save_file(file)?;
-        self.flush(true)?;
+        self.flush(false)?;
         Ok(finished)
     }
 
