@@ -105,7 +105,7 @@ fn random_id() -> String {
     })
 }
 
-fn level(l: Option<picket_rules::Level>) -> Level {
+pub(crate) fn level(l: Option<picket_rules::Level>) -> Level {
     match l {
         Some(picket_rules::Level::Critical) => Level::Critical,
         Some(picket_rules::Level::High) => Level::High,
@@ -155,6 +155,18 @@ fn stable_id(device: &str, seq: u64, line_no: u64, line: &str, rule_id: &str) ->
             let _ = write!(s, "{x:02x}");
             s
         })
+}
+
+/// A non-empty text field of a mapped event.
+pub(crate) fn text_field(
+    fields: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Option<String> {
+    fields
+        .get(key)
+        .and_then(serde_json::Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
 }
 
 /// Maps and evaluates the lines of one message: the report (without alert
@@ -302,6 +314,12 @@ impl AgentStreams {
             .await
             .map_err(|e| FleetError::Internal(format!("touching device: {e}")))?;
         Ok(report)
+    }
+
+    /// The agent rule set (hunting jobs use it too).
+    #[must_use]
+    pub fn rules(&self) -> Arc<RuleSet> {
+        self.rules.clone()
     }
 
     /// Prometheus text of the counters.

@@ -68,6 +68,8 @@ pub struct RawConfig {
     ingest: RawIngest,
     #[serde(default)]
     agents: RawAgents,
+    #[serde(default)]
+    hunts: RawHunts,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -143,6 +145,14 @@ struct RawBundles {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawHunts {
+    max_upload_bytes: Option<u64>,
+    concurrent_jobs: Option<usize>,
+    threads: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawAgents {
     rules_dirs: Option<Vec<PathBuf>>,
     idle_timeout_secs: Option<u64>,
@@ -193,6 +203,30 @@ pub struct Config {
     pub bundles: BundlesConfig,
     /// Windows/macOS agent streams.
     pub agents: AgentsConfig,
+    /// Hunting jobs over uploaded EVTX files.
+    pub hunts: HuntsConfig,
+}
+
+/// Hunting jobs (`POST /api/v1/hunts`): uploaded EVTX files scanned with
+/// the agent rule set, files kept in `data_dir/hunts/<id>/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HuntsConfig {
+    /// The most bytes one upload may carry (413 beyond).
+    pub max_upload_bytes: u64,
+    /// Jobs run at once.
+    pub concurrent_jobs: usize,
+    /// Threads that parse and evaluate chunks (shared by the jobs).
+    pub threads: usize,
+}
+
+impl Default for HuntsConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 1 << 30,
+            concurrent_jobs: 1,
+            threads: 2,
+        }
+    }
 }
 
 /// Windows/macOS agent streams (`GET /api/v1/agents/stream`).
@@ -460,6 +494,17 @@ fn invalid(option: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         option,
         reason: reason.into(),
+    }
+}
+
+/// `None` stays `None`; a zero is refused.
+fn positive<T: Default + PartialEq>(
+    option: &'static str,
+    v: Option<T>,
+) -> Result<Option<T>, ConfigError> {
+    match v {
+        Some(v) if v == T::default() => Err(invalid(option, "must be at least 1")),
+        v => Ok(v),
     }
 }
 
@@ -773,6 +818,14 @@ impl RawConfig {
                 .map(|p| if p.is_absolute() { p } else { data_dir.join(p) })
                 .collect(),
         };
+        let d = HuntsConfig::default();
+        let hunts = HuntsConfig {
+            max_upload_bytes: positive("hunts.max_upload_bytes", self.hunts.max_upload_bytes)?
+                .unwrap_or(d.max_upload_bytes),
+            concurrent_jobs: positive("hunts.concurrent_jobs", self.hunts.concurrent_jobs)?
+                .unwrap_or(d.concurrent_jobs),
+            threads: positive("hunts.threads", self.hunts.threads)?.unwrap_or(d.threads),
+        };
         Ok(Config {
             data_dir,
             log,
@@ -783,6 +836,7 @@ impl RawConfig {
             ingest,
             bundles,
             agents,
+            hunts,
         })
     }
 }

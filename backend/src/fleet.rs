@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use picket_api::{AgentReport, Fleet, FleetError, LiveEvent};
+use picket_api::{AgentReport, Fleet, FleetError, HuntUpload, HuntUploads, LiveEvent};
+use picket_store::hunt::{Hunt, HuntDetail};
 use picket_store::model::{AgentRecord, AuditEntry, Device, DeviceId};
 use picket_store::rollout::{Rollout, RolloutAction, RolloutProgress, RolloutSpec, StoredBundle};
 use picket_store::Store;
@@ -15,6 +16,7 @@ use tokio::sync::broadcast;
 
 use crate::agents::AgentStreams;
 use crate::enroll::{Decision, Enroller};
+use crate::hunts::Hunts;
 use crate::ingest::{now_ms, DeviceRegistry, IngestMetrics};
 use crate::pki::{FleetCa, Revocations};
 use crate::rollout::RolloutEngine;
@@ -34,6 +36,7 @@ pub struct BackendFleet {
     rollouts: Option<RolloutEngine>,
     agents: Option<AgentStreams>,
     https: Option<Arc<crate::https::HttpsStats>>,
+    hunts: Option<Arc<Hunts>>,
 }
 
 impl BackendFleet {
@@ -61,6 +64,7 @@ impl BackendFleet {
             rollouts: None,
             agents: None,
             https: None,
+            hunts: None,
         }
     }
 
@@ -83,6 +87,19 @@ impl BackendFleet {
     pub fn with_https(mut self, stats: Option<Arc<crate::https::HttpsStats>>) -> Self {
         self.https = stats;
         self
+    }
+
+    /// With hunting jobs.
+    #[must_use]
+    pub fn with_hunts(mut self, hunts: Option<Arc<Hunts>>) -> Self {
+        self.hunts = hunts;
+        self
+    }
+
+    fn hunts(&self) -> Result<&Hunts, FleetError> {
+        self.hunts.as_deref().ok_or_else(|| {
+            FleetError::Unavailable("hunting jobs are not available in this backend".into())
+        })
     }
 
     /// The rollout controller (`None` when `bundles.controller` is off).
@@ -252,6 +269,28 @@ impl Fleet for BackendFleet {
         actor: &str,
     ) -> Result<Rollout, FleetError> {
         self.engine()?.action(id, action, actor).await
+    }
+
+    fn hunt_uploads(&self) -> Option<HuntUploads> {
+        self.hunts.as_ref().map(|h| h.uploads())
+    }
+
+    async fn create_hunt(
+        &self,
+        name: &str,
+        folder: &std::path::Path,
+        files: Vec<HuntUpload>,
+        actor: &str,
+    ) -> Result<HuntDetail, FleetError> {
+        self.hunts()?.create(name, folder, files, actor).await
+    }
+
+    async fn cancel_hunt(&self, id: i64) -> Result<Hunt, FleetError> {
+        self.hunts()?.cancel(id).await
+    }
+
+    async fn delete_hunt(&self, id: i64) -> Result<Hunt, FleetError> {
+        self.hunts()?.delete(id).await
     }
 
     async fn rollout_progress(&self, id: i64) -> Result<RolloutProgress, FleetError> {

@@ -21,6 +21,8 @@
 //! - [`ingest`]: the MQTT subscriber, verification, batching into the store.
 //! - [`fleet`]: [`picket_api::Fleet`] for the running backend (enroll,
 //!   revoke, metrics, readiness).
+//! - [`hunts`]: hunting jobs, uploaded EVTX files scanned in the
+//!   background with the agent rule set.
 //! - `pki`, `enroll`, `tls_front`: the fleet CA, enrollment, the mTLS front.
 //! - `https`: TLS on the HTTP listener (`[http] tls`: PEM files or a
 //!   fleet-CA server certificate).
@@ -44,6 +46,7 @@ pub mod agents;
 pub mod broker;
 pub mod config;
 pub mod fleet;
+pub mod hunts;
 pub mod ingest;
 pub mod rollout;
 
@@ -308,6 +311,22 @@ pub async fn run_with(
     let https_stats = https
         .as_ref()
         .map(|_| Arc::new(https::HttpsStats::default()));
+    let agent_streams = agents::AgentStreams::new(
+        agents::load_rules(&config.agents.rules_dirs),
+        store.clone(),
+        live.clone(),
+    );
+    let hunts = Arc::new(
+        hunts::Hunts::new(
+            store.clone(),
+            agent_streams.rules(),
+            config.data_dir.join("hunts"),
+            config.hunts.clone(),
+            live.clone(),
+        )
+        .map_err(io("start hunting jobs"))?,
+    );
+    tasks.spawn(hunts.clone().run(shutdown.clone()));
     let fleet = Arc::new(
         BackendFleet::new(
             store.clone(),
@@ -320,11 +339,8 @@ pub async fn run_with(
         )
         .with_rollouts(rollouts)
         .with_https(https_stats.clone())
-        .with_agents(Some(agents::AgentStreams::new(
-            agents::load_rules(&config.agents.rules_dirs),
-            store.clone(),
-            live.clone(),
-        ))),
+        .with_agents(Some(agent_streams))
+        .with_hunts(Some(hunts)),
     );
 
     let ingest_ctx = IngestContext {

@@ -15,6 +15,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+shared=$(cd "$root/../shared" && pwd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 devices="${SEED_DEVICES:-300}"
 alerts="${SEED_ALERTS:-20000}"
@@ -70,6 +71,11 @@ listen = "127.0.0.1:$http_port"
 mode = "embedded"
 listen = "127.0.0.1:$mqtt_port"
 hostnames = ["127.0.0.1", "localhost"]
+
+# The hunting-job test uploads a shared EVTX sample; SigmaHQ's Windows
+# rules are the rule set it runs.
+[agents]
+rules_dirs = ["$shared/data/sigmahq/rules/windows"]
 TOML
 
 password="ui-tests-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
@@ -106,6 +112,7 @@ mkdir -p "$here/screenshots"
 export PICKET_UI_URL="$url" PICKET_MQTT="127.0.0.1:$mqtt_port" PICKET_SEED_BIN="$seed" \
   PICKET_SEED_STATE="$tmp/seed.json" PICKET_ADMIN_PASSWORD="$password" \
   PICKET_SEEDED_ALERTS="${stored%.*}" PICKET_SEEDED_DEVICES="$devices" \
+  PICKET_HUNT_EVTX="$shared/data/evtx/hayabusa-sample-evtx/EVTX-ATTACK-SAMPLES/Defense Evasion/de_unmanagedpowershell_psinject_sysmon_7_8_10.evtx" \
   PICKET_SCREENSHOTS="$here/screenshots"
 cd "$here"
 status=0

@@ -117,6 +117,8 @@ mod config;
 pub mod correlation;
 mod error;
 mod event;
+#[cfg(feature = "evtx")]
+pub mod evtx;
 mod fxhash;
 mod matcher;
 mod modifier;

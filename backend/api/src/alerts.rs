@@ -62,6 +62,7 @@ pub(crate) struct AlertQuery {
     cursor: Option<String>,
     limit: Option<String>,
     bucket: Option<String>,
+    hunt: Option<String>,
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {
@@ -113,6 +114,13 @@ impl AlertQuery {
             since_ms,
             until_ms,
             text: non_empty(self.q.clone()),
+            hunt_id: non_empty(self.hunt.clone())
+                .map(|h| {
+                    h.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| {
+                        ApiError::bad(format!("invalid `hunt` {h:?}: expected a job id"))
+                    })
+                })
+                .transpose()?,
         })
     }
 }

@@ -45,9 +45,9 @@
 //!
 //! | role | may |
 //! |---|---|
-//! | viewer | read devices, alerts, counts; the stream; `auth/me`, logout |
+//! | viewer | read devices, alerts, counts, hunting jobs and their timelines; the stream; `auth/me`, logout |
 //! | analyst | viewer + triage: `PATCH /alerts/{id}`, notes |
-//! | operator | analyst + enrollment tokens, device revocation |
+//! | operator | analyst + enrollment tokens, device revocation, hunting jobs (upload, cancel, delete) |
 //! | admin | operator + users and the audit log |
 //!
 //! Agents (`/api/v1/agents/stream`) authenticate with their agent secret
@@ -73,7 +73,8 @@
 //! Every failure is an [`ApiError`] rendered as JSON: bad JSON, unknown
 //! fields, bad query values and ids are 400 naming the field; unknown ids
 //! 404; bodies over [`DEFAULT_BODY_LIMIT`] (64 KiB; enroll:
-//! [`ENROLL_BODY_LIMIT`], 16 KiB) 413; internal failures a plain 500 whose
+//! [`ENROLL_BODY_LIMIT`], 16 KiB; hunt uploads: the backend's
+//! `[hunts] max_upload_bytes`, streamed to disk, see the `hunts` module) 413; internal failures a plain 500 whose
 //! cause is only logged.
 //!
 //! # Live stream
@@ -96,6 +97,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use picket_store::hunt::{Hunt, HuntDetail};
 use picket_store::model::{AgentRecord, Alert, Device, DeviceId, Level};
 use picket_store::rollout::{Rollout, RolloutAction, RolloutProgress, RolloutSpec, StoredBundle};
 use picket_store::Store;
@@ -108,6 +110,7 @@ mod auth;
 mod devices;
 mod error;
 mod fleet;
+mod hunts;
 mod metrics;
 mod openapi;
 mod ops;
@@ -123,6 +126,7 @@ pub use auth::{create_user, hash_password, verify_password, CSRF_HEADER, SESSION
 pub use devices::{is_online, platform};
 pub use error::ApiError;
 pub use fleet::ENROLL_BODY_LIMIT;
+pub use hunts::{HuntUpload, HuntUploads, DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT};
 pub use routes::{routes, Access, RouteInfo, DEFAULT_BODY_LIMIT};
 
 /// What the WebSocket stream carries.
@@ -142,6 +146,9 @@ pub enum LiveEvent {
         /// What changed (`enrolled`, `revoked`, `online`, `offline`, `heartbeat`).
         change: &'static str,
     },
+    /// A hunting job's state or progress changed (at most a few times a
+    /// second per job).
+    Hunt(Box<Hunt>),
 }
 
 /// What the backend made of one agent stream message
@@ -295,6 +302,46 @@ pub trait Fleet: Send + Sync + std::fmt::Debug {
         let _ = (agent, text);
         Err(FleetError::Unavailable(
             "agent streams are not available in this backend".into(),
+        ))
+    }
+
+    /// Where hunting job uploads are written and how big they may be;
+    /// `None`: this backend has no hunting jobs (`POST /hunts` is 503).
+    fn hunt_uploads(&self) -> Option<HuntUploads> {
+        None
+    }
+
+    /// Takes over an upload folder (inside
+    /// [`HuntUploads::staging_dir`]) holding `files` and queues a hunting
+    /// job over them.
+    async fn create_hunt(
+        &self,
+        name: &str,
+        folder: &std::path::Path,
+        files: Vec<HuntUpload>,
+        actor: &str,
+    ) -> Result<HuntDetail, FleetError> {
+        let _ = (name, folder, files, actor);
+        Err(FleetError::Unavailable(
+            "hunting jobs are not available in this backend".into(),
+        ))
+    }
+
+    /// Cancels a queued or running job (a finished one is answered as
+    /// it is, 409).
+    async fn cancel_hunt(&self, id: i64) -> Result<Hunt, FleetError> {
+        let _ = id;
+        Err(FleetError::Unavailable(
+            "hunting jobs are not available in this backend".into(),
+        ))
+    }
+
+    /// Deletes a job (cancelling it first if it runs), its files on disk
+    /// and its alerts; answers the job as it was.
+    async fn delete_hunt(&self, id: i64) -> Result<Hunt, FleetError> {
+        let _ = id;
+        Err(FleetError::Unavailable(
+            "hunting jobs are not available in this backend".into(),
         ))
     }
 

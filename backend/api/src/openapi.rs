@@ -132,6 +132,10 @@ fn operation(route: &crate::routes::Route) -> Value {
             op["requestBody"] = json!({ "required": true,
                 "content": { "application/json": { "schema": schema_ref(s) } } });
         }
+        Body::HuntUpload => {
+            op["requestBody"] = json!({ "required": true,
+                "content": { "multipart/form-data": { "schema": schema_ref("HuntUpload") } } });
+        }
         Body::Binary => {
             op["requestBody"] = json!({ "required": true,
                 "content": { "application/octet-stream": { "schema": { "type": "string", "contentMediaType": "application/octet-stream", "maxLength": crate::fleet::ENROLL_BODY_LIMIT } } } });
@@ -280,12 +284,15 @@ fn schemas() -> Value {
         "AuditPage": { "type": "object", "properties": {
             "entries": { "type": "array", "items": schema_ref("AuditEntry") },
             "next": { "type": ["integer", "null"], "description": "`before` of the next page" } } },
-        "LiveMessage": { "type": "object", "required": ["type"], "description": "A stream message. `alert`: an Alert; `device`: {device, online, change}; `lagged`: {skipped}; `filter`: the acknowledged filter; `error`: {error}. Clients may send {\"type\":\"filter\",\"min_level\":...,\"device\":...}.",
-            "properties": { "type": { "type": "string", "enum": ["alert", "device", "lagged", "filter", "error"] } } }
+        "LiveMessage": { "type": "object", "required": ["type"], "description": "A stream message. `alert`: an Alert; `device`: {device, online, change}; `hunt`: a Hunt (state and progress); `lagged`: {skipped}; `filter`: the acknowledged filter; `error`: {error}. Clients may send {\"type\":\"filter\",\"min_level\":...,\"device\":...}.",
+            "properties": { "type": { "type": "string", "description": "alert, device, hunt, lagged, filter or error" } } }
     });
     if let (Some(all), Value::Object(more)) =
         (out.as_object_mut(), bundle_schemas(&ms, &hex, &opt_str))
     {
+        all.extend(more);
+    }
+    if let (Some(all), Value::Object(more)) = (out.as_object_mut(), hunt_schemas(&ms, &opt_str)) {
         all.extend(more);
     }
     out
@@ -357,5 +364,39 @@ fn bundle_schemas(ms: &Value, hex: &Value, opt_str: &Value) -> Value {
             "assignment": { "oneOf": [schema_ref("Assignment"), { "type": "null" }] },
             "states": { "type": "array", "items": schema_ref("DeviceBundleState") },
             "groups": { "type": "array", "items": { "type": "string" } } } }
+    })
+}
+
+/// Hunting jobs (a third `json!`, for the macro recursion limit).
+fn hunt_schemas(ms: &Value, opt_str: &Value) -> Value {
+    let n = json!({ "type": "integer", "minimum": 0 });
+    json!({
+        "HuntUpload": { "type": "object", "required": ["file"], "properties": {
+            "name": { "type": "string", "maxLength": 200, "description": "Defaults to the first file's name" },
+            "file": { "type": "array", "items": { "type": "string", "contentMediaType": "application/octet-stream" },
+                "description": "One part per EVTX file; the part's filename is kept" } } },
+        "Hunt": { "type": "object", "properties": {
+            "id": { "type": "integer" }, "name": { "type": "string" }, "created_by": { "type": "string" },
+            "created_ms": ms, "state": { "type": "string", "enum": ["queued", "running", "done", "failed", "cancelled"] },
+            "started_ms": { "type": ["integer", "null"] }, "finished_ms": { "type": ["integer", "null"] },
+            "files_total": n, "files_done": n, "bytes_total": n, "bytes_done": n,
+            "records_done": n, "matches": n, "error": opt_str } },
+        "HuntFile": { "type": "object", "properties": {
+            "index": n, "name": { "type": "string" }, "size": n, "sha256": { "type": "string" },
+            "state": { "type": "string", "enum": ["queued", "running", "done", "failed"] },
+            "records": n, "matches": n,
+            "error": { "type": ["string", "null"], "description": "Why the file failed (not EVTX, unreadable), or what was skipped inside it" } } },
+        "HuntDetail": { "allOf": [schema_ref("Hunt"), { "type": "object", "properties": {
+            "files": { "type": "array", "items": schema_ref("HuntFile") } } }] },
+        "HuntTimelineRow": { "type": "object", "properties": {
+            "alert_id": { "type": "string" }, "timestamp": { "type": "string", "description": "As the log wrote it" },
+            "timestamp_ms": ms, "computer": { "type": "string" }, "channel": { "type": "string" },
+            "event_id": { "type": "string" }, "record_id": { "type": ["integer", "null"] }, "file": { "type": "string" },
+            "rule_id": { "type": "string" }, "rule_title": { "type": "string" }, "level": schema_ref("Level"),
+            "rule_author": opt_str, "techniques": { "type": "array", "items": { "type": "string" } } } },
+        "HuntTimeline": { "type": "object", "properties": {
+            "hunt_id": { "type": "integer" }, "offset": n, "limit": n,
+            "total": { "type": "integer", "description": "The job's matches so far" },
+            "rows": { "type": "array", "items": schema_ref("HuntTimelineRow") } } }
     })
 }

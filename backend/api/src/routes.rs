@@ -4,13 +4,15 @@
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{any, get, patch, post, put, MethodRouter};
+use axum::routing::{any, delete, get, patch, post, put, MethodRouter};
 use axum::Router;
 use picket_store::model::Role;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{admin, agents, alerts, auth, devices, fleet, metrics, openapi, ops, rules, stream};
+use crate::{
+    admin, agents, alerts, auth, devices, fleet, hunts, metrics, openapi, ops, rules, stream,
+};
 
 /// Default request body limit (JSON endpoints).
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -52,6 +54,8 @@ pub(crate) enum Body {
     Json(&'static str),
     /// `application/octet-stream`.
     Binary,
+    /// `multipart/form-data` of a hunting job upload.
+    HuntUpload,
 }
 
 /// A success response, for the OpenAPI document.
@@ -133,6 +137,10 @@ const ALERT_LIST_PARAMS: &[(&str, &str)] = &[
     ),
     ("cursor", "The `next` of the previous page."),
     ("limit", "Page size, 1 to 500 (default 50)."),
+    (
+        "hunt",
+        "A hunting job id: that job's alerts (without it, only the fleet's).",
+    ),
 ];
 
 const ALERT_COUNT_PARAMS: &[(&str, &str)] = &[
@@ -164,6 +172,10 @@ const ALERT_COUNT_PARAMS: &[(&str, &str)] = &[
         "bucket",
         "Bucket width: 30s, 5m, 1h, 1d or milliseconds; 1s to 31d (default 1h).",
     ),
+    (
+        "hunt",
+        "A hunting job id: that job's alerts (without it, only the fleet's).",
+    ),
 ];
 
 const AUDIT_PARAMS: &[(&str, &str)] = &[
@@ -181,6 +193,11 @@ const AUDIT_PARAMS: &[(&str, &str)] = &[
         "limit",
         "At most this many entries, 1 to 1000 (default 100).",
     ),
+];
+
+const TIMELINE_PARAMS: &[(&str, &str)] = &[
+    ("offset", "Matches to skip (default 0)."),
+    ("limit", "Page size, 1 to 1000 (default 100)."),
 ];
 
 const STREAM_PARAMS: &[(&str, &str)] = &[(
@@ -369,6 +386,54 @@ pub(crate) static ROUTES: &[Route] = &[
         body: Body::None,
         ok: (200, Resp::Json("Rollout")),
         handler: || post(rules::act),
+    },
+    Route {
+        info: info("POST", "/api/v1/hunts", OPERATOR, "hunts",
+            "Upload EVTX files as a hunting job (multipart/form-data: `name`, one or more `file` parts; at most `[hunts] max_upload_bytes`, 413 beyond); the backend runs its agent rule set over them in the background."),
+        query: &[],
+        body: Body::HuntUpload,
+        ok: (201, Resp::Json("HuntDetail")),
+        handler: || post(hunts::create).layer(DefaultBodyLimit::disable()),
+    },
+    Route {
+        info: info("GET", "/api/v1/hunts", VIEWER, "hunts",
+            "Hunting jobs, newest first, with their state and progress."),
+        query: &[],
+        body: Body::None,
+        ok: (200, Resp::JsonArray("Hunt")),
+        handler: || get(hunts::list),
+    },
+    Route {
+        info: info("GET", "/api/v1/hunts/{id}", VIEWER, "hunts",
+            "A hunting job: progress and every file's state (a file that is not EVTX or cannot be read is `failed` with the reason)."),
+        query: &[],
+        body: Body::None,
+        ok: (200, Resp::Json("HuntDetail")),
+        handler: || get(hunts::get),
+    },
+    Route {
+        info: info("DELETE", "/api/v1/hunts/{id}", OPERATOR, "hunts",
+            "Delete a hunting job (cancelling it if it runs), its files and its alerts."),
+        query: &[],
+        body: Body::None,
+        ok: (204, Resp::Empty),
+        handler: || delete(hunts::delete),
+    },
+    Route {
+        info: info("GET", "/api/v1/hunts/{id}/timeline", VIEWER, "hunts",
+            "A hunting job's matches in event-time order: time, computer, channel, event id, record id, file, rule (id, title, level, author), techniques."),
+        query: TIMELINE_PARAMS,
+        body: Body::None,
+        ok: (200, Resp::Json("HuntTimeline")),
+        handler: || get(hunts::timeline),
+    },
+    Route {
+        info: info("POST", "/api/v1/hunts/{id}/cancel", OPERATOR, "hunts",
+            "Cancel a queued or running hunting job; what it found so far is kept (409 when it has finished)."),
+        query: &[],
+        body: Body::None,
+        ok: (200, Resp::Json("Hunt")),
+        handler: || post(hunts::cancel),
     },
     Route {
         info: info("POST", "/api/v1/enrollment-tokens", OPERATOR, "enrollment",

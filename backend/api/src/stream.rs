@@ -1,7 +1,8 @@
 //! `GET /api/v1/stream`: the live WebSocket feed of [`LiveEvent`]s.
 //!
 //! Every message the server sends is a JSON text message with a `type`:
-//! `alert` and `device` (a [`LiveEvent`]; alerts carry `rule_author` like
+//! `alert`, `device` and `hunt` (a [`LiveEvent`]; `hunt` is a hunting
+//! job's state and progress; alerts carry `rule_author` like
 //! the REST views), `lagged` (`{"type":"lagged","skipped":N}`: the client
 //! fell behind the broadcast buffer and missed N events; the connection
 //! stays open), `filter` (the acknowledged filter) and `error` (a bad client
@@ -98,6 +99,8 @@ impl Filter {
             LiveEvent::Device { device, .. } => {
                 self.device.as_ref().is_none_or(|d| *d == device.id)
             }
+            // Jobs belong to no device: a device filter leaves them out.
+            LiveEvent::Hunt(_) => self.device.is_none(),
         }
     }
 }

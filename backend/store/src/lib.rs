@@ -127,6 +127,7 @@
 //! passes what it has queued (up to `commit_max_alerts`) in one call. See
 //! `README.md` for measured rates.
 
+pub mod hunt;
 pub mod model;
 pub mod postgres;
 mod query;
@@ -191,7 +192,7 @@ pub struct InsertReport {
 /// The backend's storage. Implementations: SQLite in the data directory
 /// (embedded, the default) and PostgreSQL.
 #[async_trait]
-pub trait Store: BundleStore + Send + Sync + std::fmt::Debug {
+pub trait Store: BundleStore + hunt::HuntStore + Send + Sync + std::fmt::Debug {
     // ---- devices ----
     /// Records a newly enrolled device.
     async fn insert_device(&self, device: NewDevice) -> Result<Device, StoreError>;

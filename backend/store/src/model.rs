@@ -162,6 +162,10 @@ pub struct AlertFilter {
     pub until_ms: Option<i64>,
     /// Case-insensitive substring of the command line, image or path.
     pub text: Option<String>,
+    /// The alerts of one hunting job ([`crate::hunt`]); `None` lists the
+    /// fleet's alerts, which never include a job's.
+    #[serde(default)]
+    pub hunt_id: Option<i64>,
 }
 
 /// A position in the alert list (newest first): opaque to API clients.

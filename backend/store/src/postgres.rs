@@ -16,6 +16,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 mod bundles;
+mod hunts;
 
 use crate::model::{
     AgentRecord, Alert, AlertFilter, AlertId, AlertPage, AlertUpdate, AuditEntry, AuditFilter,
@@ -166,6 +167,7 @@ CREATE TABLE agents (
     created_ms   bigint NOT NULL
 );
 ",
+    hunts::MIGRATION,
 ];
 
 /// The PostgreSQL store. Cheap to clone (shared pool).
@@ -764,127 +766,7 @@ impl Store for PgStore {
     }
 
     async fn insert_alerts(&self, alerts: &[NewAlert]) -> Result<InsertReport, StoreError> {
-        const OP: &str = "insert_alerts";
-        if alerts.is_empty() {
-            return Ok(InsertReport::default());
-        }
-        let rows = alerts
-            .iter()
-            .map(AlertIn::prepare)
-            .collect::<Result<Vec<_>, _>>()?;
-        let col = |f: fn(&AlertIn) -> String| rows.iter().map(f).collect::<Vec<String>>();
-        let ids = col(|a| a.id.clone());
-        let devices = col(|a| a.device_id.clone());
-        let seqs: Vec<i64> = rows.iter().map(|a| a.seq).collect();
-        let ts: Vec<i64> = rows.iter().map(|a| a.timestamp_ms).collect();
-        let rcv: Vec<i64> = rows.iter().map(|a| a.received_ms).collect();
-        let levels: Vec<i16> = rows.iter().map(|a| a.level).collect();
-        let sources: Vec<i16> = rows.iter().map(|a| a.source).collect();
-        let rule_ids = col(|a| a.rule_id.clone());
-        let titles = col(|a| a.rule_title.clone());
-        let techniques = col(|a| a.techniques.clone());
-        let images: Vec<Option<&str>> = rows.iter().map(|a| a.image.as_deref()).collect();
-        let cmds: Vec<Option<&str>> = rows.iter().map(|a| a.command_line.as_deref()).collect();
-        let paths: Vec<Option<&str>> = rows.iter().map(|a| a.path.as_deref()).collect();
-        let events = col(|a| a.event.clone());
-
-        let mut c = self.client(OP).await?;
-        let tx = c.transaction().await.map_err(be(OP))?;
-        let ins = tx
-            .prepare_cached(
-                "INSERT INTO alerts (id, device_id, seq, timestamp_ms, received_ms, level, source, \
-                 rule_id, rule_title, techniques, image, command_line, path, event, updated_ms) \
-                 SELECT u.id, u.device_id, u.seq, u.ts, u.rcv, u.level, u.source, u.rule_id, \
-                 u.rule_title, u.techniques, u.image, u.command_line, u.path, u.event::json, u.rcv \
-                 FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], \
-                 $6::int2[], $7::int2[], $8::text[], $9::text[], $10::text[], $11::text[], \
-                 $12::text[], $13::text[], $14::text[]) AS u(id, device_id, seq, ts, rcv, level, \
-                 source, rule_id, rule_title, techniques, image, command_line, path, event) \
-                 ON CONFLICT (id) DO NOTHING RETURNING row, id",
-            )
-            .await
-            .map_err(be(OP))?;
-        let inserted = tx
-            .query(
-                &ins,
-                &[
-                    &ids,
-                    &devices,
-                    &seqs,
-                    &ts,
-                    &rcv,
-                    &levels,
-                    &sources,
-                    &rule_ids,
-                    &titles,
-                    &techniques,
-                    &images,
-                    &cmds,
-                    &paths,
-                    &events,
-                ],
-            )
-            .await
-            .map_err(be(OP))?;
-
-        let by_id: HashMap<&str, &AlertIn> = rows.iter().map(|a| (a.id.as_str(), a)).collect();
-        let (mut k_tech, mut k_ts, mut k_row) = (Vec::new(), Vec::new(), Vec::new());
-        let mut rollup = query::RollupDelta::default();
-        for r in &inserted {
-            let row: i64 = r.try_get(0).map_err(be(OP))?;
-            let id: &str = r.try_get(1).map_err(be(OP))?;
-            if let Some(a) = by_id.get(id) {
-                rollup.add(a.timestamp_ms, a.level, NEW_STATUS, a.source, 1);
-                for k in &a.keys {
-                    k_tech.push(k.as_str());
-                    k_ts.push(a.timestamp_ms);
-                    k_row.push(row);
-                }
-            }
-        }
-        if !k_tech.is_empty() {
-            let stmt = tx
-                .prepare_cached(
-                    "INSERT INTO alert_techniques (technique, timestamp_ms, row) \
-                     SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[]) ON CONFLICT DO NOTHING",
-                )
-                .await
-                .map_err(be(OP))?;
-            tx.execute(&stmt, &[&k_tech, &k_ts, &k_row])
-                .await
-                .map_err(be(OP))?;
-        }
-
-        let mut max_seq: BTreeMap<&str, i64> = BTreeMap::new();
-        for a in &rows {
-            let s = max_seq.entry(a.device_id.as_str()).or_insert(a.seq);
-            *s = (*s).max(a.seq);
-        }
-        let (d_ids, d_seqs): (Vec<&str>, Vec<i64>) = max_seq.into_iter().unzip();
-        // Lock the device rows in id order so concurrent batches touching
-        // the same devices cannot deadlock.
-        let stmt = tx
-            .prepare_cached(
-                "WITH v AS (SELECT * FROM unnest($1::text[], $2::int8[]) AS v(id, s)), \
-                 l AS (SELECT d.id FROM devices d JOIN v ON v.id = d.id \
-                       WHERE v.s > d.last_alert_seq ORDER BY d.id FOR UPDATE OF d) \
-                 UPDATE devices d SET last_alert_seq = greatest(d.last_alert_seq, v.s) \
-                 FROM v WHERE d.id = v.id AND d.id IN (SELECT id FROM l)",
-            )
-            .await
-            .map_err(be(OP))?;
-        tx.execute(&stmt, &[&d_ids, &d_seqs])
-            .await
-            .map_err(be(OP))?;
-        // Last: the rollup's current rows are the ones concurrent batches
-        // share, so their locks are held for the shortest time.
-        apply_rollup(&tx, &rollup).await.map_err(be(OP))?;
-        tx.commit().await.map_err(be(OP))?;
-        let inserted = inserted.len() as u64;
-        Ok(InsertReport {
-            inserted,
-            duplicates: rows.len() as u64 - inserted,
-        })
+        self.insert_alert_rows("insert_alerts", alerts, None).await
     }
 
     async fn alerts(
@@ -955,7 +837,8 @@ impl Store for PgStore {
         let tx = c.transaction().await.map_err(be(OP))?;
         let Some(before) = tx
             .query_opt(
-                "SELECT timestamp_ms, level, status, source FROM alerts WHERE id = $1 FOR UPDATE",
+                "SELECT timestamp_ms, level, status, source, hunt_id IS NOT NULL FROM alerts \
+                 WHERE id = $1 FOR UPDATE",
                 &[id],
             )
             .await
@@ -963,11 +846,12 @@ impl Store for PgStore {
         else {
             return Err(not_found());
         };
-        let (ts, level, old_status, source): (i64, i16, i16, i16) = (
+        let (ts, level, old_status, source, of_hunt): (i64, i16, i16, i16, bool) = (
             before.try_get(0).map_err(be(OP))?,
             before.try_get(1).map_err(be(OP))?,
             before.try_get(2).map_err(be(OP))?,
             before.try_get(3).map_err(be(OP))?,
+            before.try_get(4).map_err(be(OP))?,
         );
         tx.execute(
             "UPDATE alerts SET status = coalesce($2, status), \
@@ -977,7 +861,8 @@ impl Store for PgStore {
         )
         .await
         .map_err(be(OP))?;
-        if let Some(new_status) = status.filter(|s| *s != old_status) {
+        // A hunting job's alerts are not in the rollup.
+        if let Some(new_status) = status.filter(|s| *s != old_status && !of_hunt) {
             let mut rollup = query::RollupDelta::default();
             rollup.add(ts, level, old_status, source, -1);
             rollup.add(ts, level, new_status, source, 1);
@@ -1399,7 +1284,7 @@ impl Store for PgStore {
         if let Some(max) = max_alerts {
             let c = self.client(OP).await?;
             let total: i64 = c
-                .query_one("SELECT count(*) FROM alerts", &[])
+                .query_one("SELECT count(*) FROM alerts WHERE hunt_id IS NULL", &[])
                 .await
                 .and_then(|r| r.try_get(0))
                 .map_err(be(OP))?;
@@ -1454,6 +1339,144 @@ impl Store for PgStore {
 }
 
 impl PgStore {
+    /// Stores alerts in one transaction; with `hunt`, as that hunting
+    /// job's: `hunt_id` set, not in the rollup, device sequence numbers
+    /// untouched.
+    async fn insert_alert_rows(
+        &self,
+        op: &'static str,
+        alerts: &[NewAlert],
+        hunt: Option<i64>,
+    ) -> Result<InsertReport, StoreError> {
+        if alerts.is_empty() {
+            return Ok(InsertReport::default());
+        }
+        let rows = alerts
+            .iter()
+            .map(AlertIn::prepare)
+            .collect::<Result<Vec<_>, _>>()?;
+        let col = |f: fn(&AlertIn) -> String| rows.iter().map(f).collect::<Vec<String>>();
+        let ids = col(|a| a.id.clone());
+        let devices = col(|a| a.device_id.clone());
+        let seqs: Vec<i64> = rows.iter().map(|a| a.seq).collect();
+        let ts: Vec<i64> = rows.iter().map(|a| a.timestamp_ms).collect();
+        let rcv: Vec<i64> = rows.iter().map(|a| a.received_ms).collect();
+        let levels: Vec<i16> = rows.iter().map(|a| a.level).collect();
+        let sources: Vec<i16> = rows.iter().map(|a| a.source).collect();
+        let rule_ids = col(|a| a.rule_id.clone());
+        let titles = col(|a| a.rule_title.clone());
+        let techniques = col(|a| a.techniques.clone());
+        let images: Vec<Option<&str>> = rows.iter().map(|a| a.image.as_deref()).collect();
+        let cmds: Vec<Option<&str>> = rows.iter().map(|a| a.command_line.as_deref()).collect();
+        let paths: Vec<Option<&str>> = rows.iter().map(|a| a.path.as_deref()).collect();
+        let events = col(|a| a.event.clone());
+
+        let mut c = self.client(op).await?;
+        let tx = c.transaction().await.map_err(be(op))?;
+        let ins = tx
+            .prepare_cached(
+                "INSERT INTO alerts (id, device_id, seq, timestamp_ms, received_ms, level, source, \
+                 rule_id, rule_title, techniques, image, command_line, path, event, updated_ms, \
+                 hunt_id) \
+                 SELECT u.id, u.device_id, u.seq, u.ts, u.rcv, u.level, u.source, u.rule_id, \
+                 u.rule_title, u.techniques, u.image, u.command_line, u.path, u.event::json, u.rcv, \
+                 $15::int8 \
+                 FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], \
+                 $6::int2[], $7::int2[], $8::text[], $9::text[], $10::text[], $11::text[], \
+                 $12::text[], $13::text[], $14::text[]) AS u(id, device_id, seq, ts, rcv, level, \
+                 source, rule_id, rule_title, techniques, image, command_line, path, event) \
+                 ON CONFLICT (id) DO NOTHING RETURNING row, id",
+            )
+            .await
+            .map_err(be(op))?;
+        let inserted = tx
+            .query(
+                &ins,
+                &[
+                    &ids,
+                    &devices,
+                    &seqs,
+                    &ts,
+                    &rcv,
+                    &levels,
+                    &sources,
+                    &rule_ids,
+                    &titles,
+                    &techniques,
+                    &images,
+                    &cmds,
+                    &paths,
+                    &events,
+                    &hunt,
+                ],
+            )
+            .await
+            .map_err(be(op))?;
+
+        let by_id: HashMap<&str, &AlertIn> = rows.iter().map(|a| (a.id.as_str(), a)).collect();
+        let (mut k_tech, mut k_ts, mut k_row) = (Vec::new(), Vec::new(), Vec::new());
+        let mut rollup = query::RollupDelta::default();
+        for r in &inserted {
+            let row: i64 = r.try_get(0).map_err(be(op))?;
+            let id: &str = r.try_get(1).map_err(be(op))?;
+            if let Some(a) = by_id.get(id) {
+                if hunt.is_none() {
+                    rollup.add(a.timestamp_ms, a.level, NEW_STATUS, a.source, 1);
+                }
+                for k in &a.keys {
+                    k_tech.push(k.as_str());
+                    k_ts.push(a.timestamp_ms);
+                    k_row.push(row);
+                }
+            }
+        }
+        if !k_tech.is_empty() {
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO alert_techniques (technique, timestamp_ms, row) \
+                     SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[]) ON CONFLICT DO NOTHING",
+                )
+                .await
+                .map_err(be(op))?;
+            tx.execute(&stmt, &[&k_tech, &k_ts, &k_row])
+                .await
+                .map_err(be(op))?;
+        }
+
+        let mut max_seq: BTreeMap<&str, i64> = BTreeMap::new();
+        for a in rows.iter().filter(|_| hunt.is_none()) {
+            let s = max_seq.entry(a.device_id.as_str()).or_insert(a.seq);
+            *s = (*s).max(a.seq);
+        }
+        let (d_ids, d_seqs): (Vec<&str>, Vec<i64>) = max_seq.into_iter().unzip();
+        // Lock the device rows in id order so concurrent batches touching
+        // the same devices cannot deadlock.
+        let stmt = tx
+            .prepare_cached(
+                "WITH v AS (SELECT * FROM unnest($1::text[], $2::int8[]) AS v(id, s)), \
+                 l AS (SELECT d.id FROM devices d JOIN v ON v.id = d.id \
+                       WHERE v.s > d.last_alert_seq ORDER BY d.id FOR UPDATE OF d) \
+                 UPDATE devices d SET last_alert_seq = greatest(d.last_alert_seq, v.s) \
+                 FROM v WHERE d.id = v.id AND d.id IN (SELECT id FROM l)",
+            )
+            .await
+            .map_err(be(op))?;
+        tx.execute(&stmt, &[&d_ids, &d_seqs])
+            .await
+            .map_err(be(op))?;
+        // Last: the rollup's current rows are the ones concurrent batches
+        // share, so their locks are held for the shortest time.
+        apply_rollup(&tx, &rollup).await.map_err(be(op))?;
+        tx.commit().await.map_err(be(op))?;
+        let inserted = inserted.len() as u64;
+        Ok(InsertReport {
+            inserted,
+            duplicates: rows.len() as u64 - inserted,
+        })
+    }
+}
+
+impl PgStore {
     /// Deletes up to `limit` of the oldest alerts with `timestamp_ms <
     /// before_ms`, with their notes and technique keys, in one transaction.
     async fn delete_oldest(&self, before_ms: i64, limit: i64) -> Result<u64, StoreError> {
@@ -1463,67 +1486,80 @@ impl PgStore {
         let victims = tx
             .query(
                 "SELECT row, id, timestamp_ms, techniques, level, status, source FROM alerts \
-                 WHERE timestamp_ms < $1 ORDER BY timestamp_ms, row LIMIT $2 FOR UPDATE",
+                 WHERE timestamp_ms < $1 AND hunt_id IS NULL ORDER BY timestamp_ms, row LIMIT $2 \
+                 FOR UPDATE",
                 &[&before_ms, &limit],
             )
             .await
             .map_err(be(OP))?;
-        let (mut rows, mut ids) = (Vec::new(), Vec::new());
-        let mut rollup = query::RollupDelta::default();
-        let (mut k_tech, mut k_ts, mut k_row, mut scan_rows) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for v in &victims {
-            let row: i64 = v.try_get(0).map_err(be(OP))?;
-            let id: String = v.try_get(1).map_err(be(OP))?;
-            let ts: i64 = v.try_get(2).map_err(be(OP))?;
-            let techniques: String = v.try_get(3).map_err(be(OP))?;
-            rollup.add(
-                ts,
-                v.try_get(4).map_err(be(OP))?,
-                v.try_get(5).map_err(be(OP))?,
-                v.try_get(6).map_err(be(OP))?,
-                -1,
-            );
-            match serde_json::from_str::<Vec<String>>(&techniques) {
-                Ok(t) => {
-                    for k in query::technique_keys(&t) {
-                        k_tech.push(k);
-                        k_ts.push(ts);
-                        k_row.push(row);
-                    }
-                }
-                // A damaged row must not stop retention forever.
-                Err(_) => scan_rows.push(row),
-            }
-            rows.push(row);
-            ids.push(id);
-        }
-        tx.execute("DELETE FROM alerts WHERE row = ANY($1)", &[&rows])
-            .await
-            .map_err(be(OP))?;
-        tx.execute("DELETE FROM notes WHERE alert_id = ANY($1)", &[&ids])
-            .await
-            .map_err(be(OP))?;
-        tx.execute(
-            "DELETE FROM alert_techniques t USING unnest($1::text[], $2::int8[], $3::int8[]) \
-             AS k(technique, timestamp_ms, row) WHERE t.technique = k.technique \
-             AND t.timestamp_ms = k.timestamp_ms AND t.row = k.row",
-            &[&k_tech, &k_ts, &k_row],
-        )
-        .await
-        .map_err(be(OP))?;
-        if !scan_rows.is_empty() {
-            tx.execute(
-                "DELETE FROM alert_techniques WHERE row = ANY($1)",
-                &[&scan_rows],
-            )
-            .await
-            .map_err(be(OP))?;
-        }
+        let rollup = delete_victims(&tx, OP, &victims).await?;
         apply_rollup(&tx, &rollup).await.map_err(be(OP))?;
         tx.commit().await.map_err(be(OP))?;
         Ok(victims.len() as u64)
     }
+}
+
+/// Deletes alerts (rows of `row, id, timestamp_ms, techniques, level,
+/// status, source`) with their notes and technique keys inside `tx`;
+/// returns the rollup change (applied by the caller when they counted).
+async fn delete_victims(
+    tx: &tokio_postgres::Transaction<'_>,
+    op: &str,
+    victims: &[Row],
+) -> Result<query::RollupDelta, StoreError> {
+    let (mut rows, mut ids) = (Vec::new(), Vec::new());
+    let mut rollup = query::RollupDelta::default();
+    let (mut k_tech, mut k_ts, mut k_row, mut scan_rows) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for v in victims {
+        let row: i64 = v.try_get(0).map_err(be(op))?;
+        let id: String = v.try_get(1).map_err(be(op))?;
+        let ts: i64 = v.try_get(2).map_err(be(op))?;
+        let techniques: String = v.try_get(3).map_err(be(op))?;
+        rollup.add(
+            ts,
+            v.try_get(4).map_err(be(op))?,
+            v.try_get(5).map_err(be(op))?,
+            v.try_get(6).map_err(be(op))?,
+            -1,
+        );
+        match serde_json::from_str::<Vec<String>>(&techniques) {
+            Ok(t) => {
+                for k in query::technique_keys(&t) {
+                    k_tech.push(k);
+                    k_ts.push(ts);
+                    k_row.push(row);
+                }
+            }
+            // A damaged row must not stop retention forever.
+            Err(_) => scan_rows.push(row),
+        }
+        rows.push(row);
+        ids.push(id);
+    }
+    tx.execute("DELETE FROM alerts WHERE row = ANY($1)", &[&rows])
+        .await
+        .map_err(be(op))?;
+    tx.execute("DELETE FROM notes WHERE alert_id = ANY($1)", &[&ids])
+        .await
+        .map_err(be(op))?;
+    tx.execute(
+        "DELETE FROM alert_techniques t USING unnest($1::text[], $2::int8[], $3::int8[]) \
+         AS k(technique, timestamp_ms, row) WHERE t.technique = k.technique \
+         AND t.timestamp_ms = k.timestamp_ms AND t.row = k.row",
+        &[&k_tech, &k_ts, &k_row],
+    )
+    .await
+    .map_err(be(op))?;
+    if !scan_rows.is_empty() {
+        tx.execute(
+            "DELETE FROM alert_techniques WHERE row = ANY($1)",
+            &[&scan_rows],
+        )
+        .await
+        .map_err(be(op))?;
+    }
+    Ok(rollup)
 }
 
 #[cfg(test)]

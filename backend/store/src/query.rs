@@ -112,6 +112,15 @@ impl Builder {
 
     fn conditions(&mut self, f: &AlertFilter, level: LevelCond, o: &str) -> Vec<String> {
         let mut c = Vec::new();
+        // Hunting jobs' alerts are apart from the fleet's (crate::hunt);
+        // `hunt_id = ?` uses the partial index that holds only theirs.
+        match f.hunt_id {
+            Some(h) => {
+                let p = self.bind(Param::Int(h));
+                c.push(format!("a.hunt_id = {p}"));
+            }
+            None => c.push("a.hunt_id IS NULL".to_owned()),
+        }
         if let Some(t) = &f.technique {
             let p = self.bind(Param::Text(normalize_technique(t)));
             c.push(format!("t.technique = {p}"));
@@ -396,7 +405,9 @@ pub(crate) enum CountPart {
 /// (with the UI's `since = now - 24 h` that is under two minutes of
 /// alerts).
 pub(crate) fn count_plan(f: &AlertFilter, bucket_ms: i64) -> Option<Vec<CountPart>> {
+    // The rollup counts only the fleet's alerts, never a hunting job's.
     let representable = f.device_id.is_none()
+        && f.hunt_id.is_none()
         && f.rule_id.is_none()
         && f.technique.is_none()
         && f.text.as_deref().is_none_or(str::is_empty);

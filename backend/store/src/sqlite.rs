@@ -17,6 +17,7 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Tran
 use tokio::sync::Semaphore;
 
 mod bundles;
+mod hunts;
 
 use crate::model::{
     AgentRecord, Alert, AlertFilter, AlertId, AlertPage, AlertUpdate, AuditEntry, AuditFilter,
@@ -209,6 +210,7 @@ CREATE TABLE agents (
     created_ms   INTEGER NOT NULL
 );
 ",
+    hunts::MIGRATION,
 ];
 
 /// How [`SqliteStore::open_with`] opens the database.
@@ -805,6 +807,65 @@ fn indexer_loop(store: &Weak<Inner>, wake: &std::sync::mpsc::Receiver<()>) {
     }
 }
 
+/// Deletes alerts (`row`, `id`, `timestamp_ms`, `techniques` JSON) with
+/// their notes, technique keys and search entries, inside `tx`.
+fn delete_victims(
+    tx: &rusqlite::Transaction<'_>,
+    op: &str,
+    victims: &[(i64, String, i64, String)],
+    indexed_row: i64,
+) -> Result<(), StoreError> {
+    {
+        let mut del_alert = tx
+            .prepare_cached("DELETE FROM alerts WHERE row = ?1")
+            .map_err(be(op))?;
+        let mut del_fts = tx
+            .prepare_cached("DELETE FROM alerts_fts WHERE rowid = ?1")
+            .map_err(be(op))?;
+        let mut del_notes = tx
+            .prepare_cached("DELETE FROM notes WHERE alert_id = ?1")
+            .map_err(be(op))?;
+        let mut del_key = tx
+            .prepare_cached(
+                "DELETE FROM alert_techniques WHERE technique = ?1 AND timestamp_ms = ?2 AND row = ?3",
+            )
+            .map_err(be(op))?;
+        let mut del_keys_scan = tx
+            .prepare_cached("DELETE FROM alert_techniques WHERE row = ?1")
+            .map_err(be(op))?;
+        for (row, id, ts, techniques) in victims {
+            del_alert.execute(params![row]).map_err(be(op))?;
+            if *row <= indexed_row {
+                del_fts.execute(params![row]).map_err(be(op))?;
+            }
+            del_notes.execute(params![id]).map_err(be(op))?;
+            match serde_json::from_str::<Vec<String>>(techniques) {
+                Ok(t) => {
+                    for k in query::technique_keys(&t) {
+                        del_key.execute(params![k, ts, row]).map_err(be(op))?;
+                    }
+                }
+                // A damaged row must not stop retention forever: find its
+                // keys the slow way.
+                Err(_) => {
+                    del_keys_scan.execute(params![row]).map_err(be(op))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// After deleting rows: the newest row numbers may be handed out again, so
+/// they must not count as indexed.
+fn clamp_indexed_row(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<usize> {
+    tx.execute(
+        "UPDATE search_state SET indexed_row = \
+         min(indexed_row, coalesce((SELECT max(row) FROM alerts), 0))",
+        [],
+    )
+}
+
 /// Deletes up to `limit` of the oldest alerts (older than `before_ms` if
 /// given) with their notes, technique keys and search entries, in one
 /// transaction. Returns how many went.
@@ -825,7 +886,7 @@ fn delete_oldest(
         let mut s = tx
             .prepare_cached(
                 "SELECT row, id, timestamp_ms, techniques, level, status, source FROM alerts \
-                 WHERE timestamp_ms < ?1 ORDER BY timestamp_ms, row LIMIT ?2",
+                 WHERE timestamp_ms < ?1 AND hunt_id IS NULL ORDER BY timestamp_ms, row LIMIT ?2",
             )
             .map_err(be(OP))?;
         s.query_map(params![before_ms.unwrap_or(i64::MAX), limit], |r| {
@@ -836,55 +897,113 @@ fn delete_oldest(
         .and_then(Iterator::collect)
         .map_err(be(OP))?
     };
-    {
-        let mut del_alert = tx
-            .prepare_cached("DELETE FROM alerts WHERE row = ?1")
-            .map_err(be(OP))?;
-        let mut del_fts = tx
-            .prepare_cached("DELETE FROM alerts_fts WHERE rowid = ?1")
-            .map_err(be(OP))?;
-        let mut del_notes = tx
-            .prepare_cached("DELETE FROM notes WHERE alert_id = ?1")
-            .map_err(be(OP))?;
-        let mut del_key = tx
-            .prepare_cached(
-                "DELETE FROM alert_techniques WHERE technique = ?1 AND timestamp_ms = ?2 AND row = ?3",
-            )
-            .map_err(be(OP))?;
-        let mut del_keys_scan = tx
-            .prepare_cached("DELETE FROM alert_techniques WHERE row = ?1")
-            .map_err(be(OP))?;
-        for (row, id, ts, techniques) in &victims {
-            del_alert.execute(params![row]).map_err(be(OP))?;
-            if *row <= indexed_row {
-                del_fts.execute(params![row]).map_err(be(OP))?;
-            }
-            del_notes.execute(params![id]).map_err(be(OP))?;
-            match serde_json::from_str::<Vec<String>>(techniques) {
-                Ok(t) => {
-                    for k in query::technique_keys(&t) {
-                        del_key.execute(params![k, ts, row]).map_err(be(OP))?;
-                    }
-                }
-                // A damaged row must not stop retention forever: find its
-                // keys the slow way.
-                Err(_) => {
-                    del_keys_scan.execute(params![row]).map_err(be(OP))?;
-                }
-            }
-        }
-    }
+    delete_victims(&tx, OP, &victims, indexed_row)?;
     apply_rollup(&tx, &rollup).map_err(be(OP))?;
-    // Deleting the newest rows lets SQLite hand their row numbers out
-    // again: they must not count as indexed then.
-    tx.execute(
-        "UPDATE search_state SET indexed_row = \
-         min(indexed_row, coalesce((SELECT max(row) FROM alerts), 0))",
-        [],
-    )
-    .map_err(be(OP))?;
+    clamp_indexed_row(&tx).map_err(be(OP))?;
     tx.commit().map_err(be(OP))?;
     Ok(victims.len() as u64)
+}
+
+impl SqliteStore {
+    /// Stores alerts in one transaction; with `hunt`, as that hunting
+    /// job's: `hunt_id` set, not in the rollup, device sequence numbers
+    /// untouched.
+    async fn insert_alert_rows(
+        &self,
+        op: &'static str,
+        alerts: &[NewAlert],
+        hunt: Option<i64>,
+    ) -> Result<InsertReport, StoreError> {
+        let op_name = op;
+        if alerts.is_empty() {
+            return Ok(InsertReport::default());
+        }
+        let rows = alerts
+            .iter()
+            .map(AlertIn::prepare)
+            .collect::<Result<Vec<_>, _>>()?;
+        let search_lag = self.inner.search_lag;
+        self.write(op, move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(be(op_name))?;
+            let mut report = InsertReport::default();
+            {
+                let mut ins = tx
+                    .prepare_cached(
+                        "INSERT INTO alerts (id, device_id, seq, timestamp_ms, received_ms, level, \
+                         source, rule_id, rule_title, techniques, image, command_line, path, event, \
+                         updated_ms, hunt_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
+                         ?13, ?14, ?5, ?15) ON CONFLICT (id) DO NOTHING",
+                    )
+                    .map_err(be(op_name))?;
+                let mut key = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO alert_techniques (technique, timestamp_ms, row) \
+                         VALUES (?1, ?2, ?3)",
+                    )
+                    .map_err(be(op_name))?;
+                let mut max_seq: BTreeMap<&str, i64> = BTreeMap::new();
+                let mut rollup = query::RollupDelta::default();
+                for a in &rows {
+                    let seq = max_seq.entry(a.device_id.as_str()).or_insert(a.seq);
+                    *seq = (*seq).max(a.seq);
+                    let n = ins
+                        .execute(params![
+                            a.id,
+                            a.device_id,
+                            a.seq,
+                            a.timestamp_ms,
+                            a.received_ms,
+                            a.level,
+                            a.source,
+                            a.rule_id,
+                            a.rule_title,
+                            a.techniques,
+                            a.image,
+                            a.command_line,
+                            a.path,
+                            a.event,
+                            hunt
+                        ])
+                        .map_err(be(op_name))?;
+                    if n == 0 {
+                        report.duplicates += 1;
+                        continue;
+                    }
+                    report.inserted += 1;
+                    if hunt.is_none() {
+                        rollup.add(a.timestamp_ms, a.level, NEW_STATUS, a.source, 1);
+                    }
+                    let row = tx.last_insert_rowid();
+                    for k in &a.keys {
+                        key.execute(params![k, a.timestamp_ms, row]).map_err(be(op_name))?;
+                    }
+                }
+                let mut dev = tx
+                    .prepare_cached(
+                        "UPDATE devices SET last_alert_seq = max(last_alert_seq, ?2) WHERE id = ?1",
+                    )
+                    .map_err(be(op_name))?;
+                for (d, s) in max_seq.into_iter().filter(|_| hunt.is_none()) {
+                    dev.execute(params![d, s]).map_err(be(op_name))?;
+                }
+                apply_rollup(&tx, &rollup).map_err(be(op_name))?;
+            }
+            // The search index may lag by `search_lag` alerts; beyond that
+            // this transaction indexes the excess itself, so the lag (and
+            // the tail a search scans) stays bounded whatever the indexer
+            // thread manages.
+            let (w, top) = search_bounds(&tx).map_err(be(op_name))?;
+            let excess = top - w - search_lag;
+            if excess > 0 {
+                index_search(&tx, excess).map_err(be(op_name))?;
+            }
+            tx.commit().map_err(be(op_name))?;
+            Ok(report)
+        })
+        .await
+    }
 }
 
 #[async_trait]
@@ -1089,92 +1208,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_alerts(&self, alerts: &[NewAlert]) -> Result<InsertReport, StoreError> {
-        const OP: &str = "insert_alerts";
-        if alerts.is_empty() {
-            return Ok(InsertReport::default());
-        }
-        let rows = alerts
-            .iter()
-            .map(AlertIn::prepare)
-            .collect::<Result<Vec<_>, _>>()?;
-        let search_lag = self.inner.search_lag;
-        self.write(OP, move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(be(OP))?;
-            let mut report = InsertReport::default();
-            {
-                let mut ins = tx
-                    .prepare_cached(
-                        "INSERT INTO alerts (id, device_id, seq, timestamp_ms, received_ms, level, \
-                         source, rule_id, rule_title, techniques, image, command_line, path, event, \
-                         updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-                         ?14, ?5) ON CONFLICT (id) DO NOTHING",
-                    )
-                    .map_err(be(OP))?;
-                let mut key = tx
-                    .prepare_cached(
-                        "INSERT OR IGNORE INTO alert_techniques (technique, timestamp_ms, row) \
-                         VALUES (?1, ?2, ?3)",
-                    )
-                    .map_err(be(OP))?;
-                let mut max_seq: BTreeMap<&str, i64> = BTreeMap::new();
-                let mut rollup = query::RollupDelta::default();
-                for a in &rows {
-                    let seq = max_seq.entry(a.device_id.as_str()).or_insert(a.seq);
-                    *seq = (*seq).max(a.seq);
-                    let n = ins
-                        .execute(params![
-                            a.id,
-                            a.device_id,
-                            a.seq,
-                            a.timestamp_ms,
-                            a.received_ms,
-                            a.level,
-                            a.source,
-                            a.rule_id,
-                            a.rule_title,
-                            a.techniques,
-                            a.image,
-                            a.command_line,
-                            a.path,
-                            a.event
-                        ])
-                        .map_err(be(OP))?;
-                    if n == 0 {
-                        report.duplicates += 1;
-                        continue;
-                    }
-                    report.inserted += 1;
-                    rollup.add(a.timestamp_ms, a.level, NEW_STATUS, a.source, 1);
-                    let row = tx.last_insert_rowid();
-                    for k in &a.keys {
-                        key.execute(params![k, a.timestamp_ms, row]).map_err(be(OP))?;
-                    }
-                }
-                let mut dev = tx
-                    .prepare_cached(
-                        "UPDATE devices SET last_alert_seq = max(last_alert_seq, ?2) WHERE id = ?1",
-                    )
-                    .map_err(be(OP))?;
-                for (d, s) in max_seq {
-                    dev.execute(params![d, s]).map_err(be(OP))?;
-                }
-                apply_rollup(&tx, &rollup).map_err(be(OP))?;
-            }
-            // The search index may lag by `search_lag` alerts; beyond that
-            // this transaction indexes the excess itself, so the lag (and
-            // the tail a search scans) stays bounded whatever the indexer
-            // thread manages.
-            let (w, top) = search_bounds(&tx).map_err(be(OP))?;
-            let excess = top - w - search_lag;
-            if excess > 0 {
-                index_search(&tx, excess).map_err(be(OP))?;
-            }
-            tx.commit().map_err(be(OP))?;
-            Ok(report)
-        })
-        .await
+        self.insert_alert_rows("insert_alerts", alerts, None).await
     }
 
     async fn alerts(
@@ -1257,15 +1291,16 @@ impl Store for SqliteStore {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(be(OP))?;
-            let before: Option<(i64, i64, i64, i64)> = tx
+            let before: Option<(i64, i64, i64, i64, bool)> = tx
                 .query_row(
-                    "SELECT timestamp_ms, level, status, source FROM alerts WHERE id = ?1",
+                    "SELECT timestamp_ms, level, status, source, hunt_id IS NOT NULL \
+                     FROM alerts WHERE id = ?1",
                     params![id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                 )
                 .optional()
                 .map_err(be(OP))?;
-            let Some((ts, level, old_status, source)) = before else {
+            let Some((ts, level, old_status, source, of_hunt)) = before else {
                 return Err(StoreError::NotFound { what: "alert", id });
             };
             tx.execute(
@@ -1275,7 +1310,8 @@ impl Store for SqliteStore {
                 params![id, status, set_assignee, assignee, at_ms],
             )
             .map_err(be(OP))?;
-            if let Some(new_status) = status.filter(|s| i64::from(*s) != old_status) {
+            // A hunting job's alerts are not in the rollup.
+            if let Some(new_status) = status.filter(|s| i64::from(*s) != old_status && !of_hunt) {
                 let mut rollup = query::RollupDelta::default();
                 rollup.add_stored(ts, level, old_status, source, -1);
                 rollup.add_stored(ts, level, i64::from(new_status), source, 1);
@@ -1759,8 +1795,12 @@ impl Store for SqliteStore {
         if let Some(max) = max_alerts {
             let total: i64 = self
                 .read(OP, |c| {
-                    c.query_row("SELECT count(*) FROM alerts", [], |r| r.get(0))
-                        .map_err(be(OP))
+                    c.query_row(
+                        "SELECT count(*) FROM alerts WHERE hunt_id IS NULL",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .map_err(be(OP))
                 })
                 .await?;
             let mut excess = query::to_u64(OP, "alert count", total)?.saturating_sub(max);

@@ -12,6 +12,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use picket_store::hunt::{HuntFileState, HuntState, NewHunt, NewHuntFile};
 use picket_store::model::{
     AlertFilter, AlertSource, AlertStatus, AlertUpdate, AuditEntry, AuditFilter, Cursor,
     HeartbeatInfo, HeartbeatOutcome, Level, ModuleStatus, NewAlert, NewDevice, Note, Role, Session,
@@ -168,6 +169,7 @@ conformance!(
     bad_rows_are_errors_not_panics,
     bundles_rollouts_and_device_states,
     agents_by_secret,
+    hunts_keep_their_alerts_apart,
 );
 
 // ---------------------------------------------------------------- data
@@ -2000,4 +2002,178 @@ async fn agents_by_secret(h: &Harness) {
         ),
         "secret hashes are unique"
     );
+}
+
+/// Hunting jobs: create, progress, per-file states; their alerts are
+/// listed only with `hunt_id`, in event-time order on the timeline, are
+/// not counted, not retained away, can be triaged without touching the
+/// counts, and go with their job.
+#[allow(clippy::unwrap_used, reason = "a failed step panics with its error")]
+async fn hunts_keep_their_alerts_apart(h: &Harness) {
+    let s = &*h.store;
+    seed(s, 20).await;
+    let fleet_ids = all_pages(s, &AlertFilter::default(), 7).await;
+    assert_eq!(fleet_ids.len(), 20);
+    let counts_before = counts_by_scan(s, &AlertFilter::default(), 60_000).await;
+
+    let new = NewHunt {
+        name: "case 17".into(),
+        created_by: "olga".into(),
+        created_ms: 5,
+        files: vec![
+            NewHuntFile {
+                name: "a.evtx".into(),
+                size: 100,
+                sha256: "aa".into(),
+            },
+            NewHuntFile {
+                name: "b.evtx".into(),
+                size: 50,
+                sha256: "bb".into(),
+            },
+        ],
+    };
+    let d = s.create_hunt(&new).await.unwrap();
+    assert_eq!(d.hunt.state, HuntState::Queued);
+    assert_eq!(
+        (d.hunt.files_total, d.hunt.bytes_total, d.hunt.files_done),
+        (2, 150, 0)
+    );
+    assert_eq!(d.files.len(), 2);
+    assert_eq!(d.files[1].name, "b.evtx");
+    assert_eq!(d.files[1].state, HuntFileState::Queued);
+    let other = s
+        .create_hunt(&NewHunt {
+            name: "other".into(),
+            ..new.clone()
+        })
+        .await
+        .unwrap();
+    assert!(other.hunt.id > d.hunt.id);
+    let listed: Vec<i64> = s.hunts().await.unwrap().iter().map(|h| h.id).collect();
+    assert_eq!(listed, vec![other.hunt.id, d.hunt.id], "newest first");
+
+    // Matches: event times far in the past (old logs), out of order.
+    let id = d.hunt.id;
+    let matches: Vec<NewAlert> = (0..6u64)
+        .map(|n| NewAlert {
+            id: hex_id(0xb0, n),
+            device_id: String::new(),
+            seq: 0,
+            timestamp_ms: 1_000_000 - i64::try_from(n).unwrap() * 10,
+            source: AlertSource::Upload,
+            ..alert(n)
+        })
+        .collect();
+    let rep = s.insert_hunt_alerts(id, &matches).await.unwrap();
+    assert_eq!((rep.inserted, rep.duplicates), (6, 0));
+    let again = s.insert_hunt_alerts(id, &matches[..2]).await.unwrap();
+    assert_eq!(
+        (again.inserted, again.duplicates),
+        (0, 2),
+        "re-run ids are skipped"
+    );
+
+    assert_eq!(
+        all_pages(s, &AlertFilter::default(), 7).await,
+        fleet_ids,
+        "default list"
+    );
+    let of_hunt = AlertFilter {
+        hunt_id: Some(id),
+        ..AlertFilter::default()
+    };
+    let mut listed = all_pages(s, &of_hunt, 4).await;
+    listed.sort();
+    let mut want: Vec<String> = matches.iter().map(|a| a.id.clone()).collect();
+    want.sort();
+    assert_eq!(listed, want);
+    let empty = AlertFilter {
+        hunt_id: Some(other.hunt.id),
+        ..AlertFilter::default()
+    };
+    assert!(all_pages(s, &empty, 4).await.is_empty());
+    assert_eq!(
+        counts_by_scan(s, &AlertFilter::default(), 60_000).await,
+        counts_before
+    );
+    assert_rollup_matches_scan(s, "with hunt alerts").await;
+
+    let timeline = s.hunt_alerts(id, 0, 100).await.unwrap();
+    let order: Vec<&str> = timeline.iter().map(|a| a.alert.id.as_str()).collect();
+    let mut by_time = matches.clone();
+    by_time.sort_by_key(|a| a.timestamp_ms);
+    let want: Vec<&str> = by_time.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(order, want, "event-time order");
+    let page = s.hunt_alerts(id, 2, 3).await.unwrap();
+    assert_eq!(page.len(), 3);
+    assert_eq!(page[0].alert.id, want[2]);
+    assert_eq!(timeline[0].alert.event, by_time[0].event);
+
+    // Triage of a hunt alert leaves the fleet counts alone.
+    s.update_alert(
+        &matches[0].id,
+        &AlertUpdate {
+            status: Some(AlertStatus::Resolved),
+            assignee: None,
+        },
+        9,
+    )
+    .await
+    .unwrap();
+    assert_rollup_matches_scan(s, "after triage of a hunt alert").await;
+    s.add_note(
+        &matches[0].id,
+        &Note {
+            author: "olga".into(),
+            at_ms: 9,
+            text: "seen".into(),
+        },
+    )
+    .await
+    .unwrap();
+
+    // Retention does not take a job's alerts (their times are old logs').
+    let r = s
+        .apply_retention(2_000_000_000_000, Some(1), None)
+        .await
+        .unwrap();
+    assert_eq!(r.expired, 20);
+    assert_eq!(all_pages(s, &of_hunt, 50).await.len(), 6);
+
+    // Progress and per-file states.
+    let mut hunt = d.hunt.clone();
+    hunt.state = HuntState::Done;
+    hunt.started_ms = Some(6);
+    hunt.finished_ms = Some(7);
+    hunt.files_done = 2;
+    hunt.bytes_done = 150;
+    hunt.records_done = 1234;
+    hunt.matches = 6;
+    s.update_hunt(&hunt).await.unwrap();
+    let mut f = d.files[1].clone();
+    f.state = HuntFileState::Failed;
+    f.error = Some("not an EVTX file".into());
+    s.update_hunt_file(id, &f).await.unwrap();
+    let got = s.hunt(id).await.unwrap().unwrap();
+    assert_eq!(got.hunt, hunt);
+    assert_eq!(got.files[1], f);
+    assert_eq!(got.files[0], d.files[0]);
+
+    // Deleting the job takes its alerts, notes and files.
+    assert!(s.delete_hunt(id).await.unwrap());
+    assert!(!s.delete_hunt(id).await.unwrap());
+    assert!(s.hunt(id).await.unwrap().is_none());
+    assert!(all_pages(s, &of_hunt, 50).await.is_empty());
+    assert!(s.alert(&matches[0].id).await.unwrap().is_none());
+    assert!(s.notes(&matches[0].id).await.unwrap().is_empty());
+    assert!(matches!(
+        s.update_hunt(&hunt).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.update_hunt_file(id, &f).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(s.hunts().await.unwrap().len(), 1);
 }

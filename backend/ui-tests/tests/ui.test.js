@@ -585,6 +585,49 @@ test('live feed at 1,000 alerts/s: the page stays responsive', async () => {
   assert.equal(await page.locator('.notice:not(.hidden)', { hasText: 'skipped' }).count(), 0, 'no events skipped');
 });
 
+test('hunts: upload an EVTX file, progress to done, timeline with rule and author, the job\'s alerts', async () => {
+  const evtx = process.env.PICKET_HUNT_EVTX;
+  assert.ok(evtx, 'run.sh sets PICKET_HUNT_EVTX');
+  await page.goto('/#/hunts');
+  await page.locator('.hunts-page[data-loaded]').waitFor();
+  await page.locator('[data-testid=hunt-name]').fill(`hunt ${marker}`);
+  await page.locator('[data-testid=hunt-files]').setInputFiles(evtx);
+  await page.locator('[data-testid=hunt-submit]').click();
+  const row = page.locator('[data-testid=hunts-table] tbody tr', { hasText: `hunt ${marker}` });
+  await row.waitFor();
+  // The list follows the job to its end (live feed and poll).
+  await row.locator('[data-testid=hunt-state]', { hasText: 'done' }).waitFor({ timeout: 60000 });
+  const bar = row.locator('[data-testid=hunt-progress]');
+  assert.equal(await bar.getAttribute('value'), await bar.getAttribute('max'), 'progress reached the total');
+  await shot(page, 'hunts');
+  const id = await row.getAttribute('data-id');
+  await row.locator('a', { hasText: `hunt ${marker}` }).click();
+  await page.locator(`.hunt-page[data-state=done]`).waitFor();
+  assert.equal(await page.locator('[data-testid=hunt-file][data-state=done]').count(), 1);
+  const rows = page.locator('[data-testid=timeline-row]');
+  await rows.first().waitFor();
+  const n = await rows.count();
+  assert.ok(n > 10, `${n} timeline rows`);
+  const titles = await page.locator('[data-testid=timeline-rule]').allTextContents();
+  assert.ok(titles.every((t) => t.trim().length > 0), 'every row names its rule');
+  const authors = await page.locator('[data-testid=timeline-author]').allTextContents();
+  assert.ok(authors.some((a) => a.trim() && a !== 'not given'), 'the rule authors are credited');
+  const api = JSON.parse((await apiFromPage(page, 'GET', `/hunts/${id}/timeline?limit=1000`)).body);
+  assert.equal(n, Math.min(api.total, 100));
+  assert.equal(api.rows[0].rule_title, titles[0]);
+  await shot(page, 'hunt');
+  // Follow to the job's alerts.
+  await page.locator('[data-testid=hunt-alerts]').click();
+  await page.locator('[data-testid=hunt-notice]').waitFor();
+  assert.match(page.url(), new RegExp(`hunt=${id}`));
+  await page.locator('[data-testid=alerts-table] tbody tr[data-id]').first().waitFor();
+  const listed = await page.locator('[data-testid=alerts-table] tbody tr[data-id]').count();
+  assert.equal(listed, Math.min(api.total, 100));
+  // The fleet's alert list does not show them.
+  const fleet = JSON.parse((await apiFromPage(page, 'GET', '/alerts?source=upload')).body);
+  assert.equal(fleet.alerts.length, 0);
+});
+
 test('no script errors or CSP violations', async () => {
   assert.deepEqual(admin.problems, []);
   assert.deepEqual(admin.dialogs, []);

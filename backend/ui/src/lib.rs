@@ -99,6 +99,7 @@ const ASSETS: &[Asset] = assets![
     "js/pages/alerts.js",
     "js/pages/alert.js",
     "js/pages/rules.js",
+    "js/pages/hunts.js",
     "js/pages/rollouts.js",
     "js/pages/admin.js",
 ];

@@ -13,6 +13,8 @@ const PAGES = {
   devices: () => import('./pages/devices.js'),
   device: () => import('./pages/device.js'),
   rules: () => import('./pages/rules.js'),
+  hunts: () => import('./pages/hunts.js'),
+  hunt: () => import('./pages/hunts.js').then((m) => ({ render: m.renderJob })),
   admin: () => import('./pages/admin.js'),
 };
 
@@ -21,6 +23,7 @@ const NAV = [
   ['alerts', '#/alerts', 'Alerts', 'viewer'],
   ['devices', '#/devices', 'Devices', 'viewer'],
   ['rules', '#/rules', 'Rules', 'viewer'],
+  ['hunts', '#/hunts', 'Hunts', 'viewer'],
   ['admin', '#/admin', 'Admin', 'operator'],
 ];
 
@@ -37,9 +40,9 @@ export function parseHash(hash = location.hash) {
   const query = Object.fromEntries(new URLSearchParams(q));
   let page = parts[0] || 'overview';
   let id = null;
-  if ((page === 'alerts' || page === 'devices') && parts[1]) {
+  if ((page === 'alerts' || page === 'devices' || page === 'hunts') && parts[1]) {
     id = parts[1];
-    page = page === 'alerts' ? 'alert' : 'device';
+    page = { alerts: 'alert', devices: 'device', hunts: 'hunt' }[page];
   }
   if (!PAGES[page]) page = 'notfound';
   return { page, id, query, tab: parts[1] };
@@ -116,7 +119,7 @@ async function route() {
   live.start();
   deviceMap().catch(() => {});
   const main = h('main', { class: 'main' }, h('div', { class: 'loading' }, 'Loading…'));
-  const navKey = { alert: 'alerts', device: 'devices' }[r.page] || r.page;
+  const navKey = { alert: 'alerts', device: 'devices', hunt: 'hunts' }[r.page] || r.page;
   replace(root, navBar(navKey), main);
   if (r.page === 'notfound') {
     replace(main, h('div', { class: 'empty' }, 'No such page. ', h('a', { href: '#/' }, 'Back to the overview')));

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use evtx::{EvtxChunkData, EvtxParser, ParserSettings};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use picket_rules::evtx::{
+    text, CHUNK_BYTES as EVTX_CHUNK_BYTES, HEADER_BYTES as EVTX_HEADER_BYTES,
+};
 use picket_rules::{windows, LogSource, Match, MatchedField, RuleInfo, RuleSet};
 use rayon::prelude::*;
 use serde_json::{Map, Value as Json};
@@ -250,9 +253,6 @@ struct Ctx<'a> {
     progress: Option<&'a ProgressBar>,
 }
 
-const EVTX_CHUNK_BYTES: u64 = 65_536;
-const EVTX_HEADER_BYTES: u64 = 4096;
-
 impl Ctx<'_> {
     fn advance(&self, bytes: u64) {
         if let Some(p) = self.progress {
@@ -277,18 +277,13 @@ impl Ctx<'_> {
         let mut outcome = Outcome::default();
         // The parser stops quietly at the last whole chunk; a file cut short
         // (a copy interrupted, a log grabbed while written) must be said.
-        let body = size.saturating_sub(EVTX_HEADER_BYTES);
-        let (whole, rest) = (body / EVTX_CHUNK_BYTES, body % EVTX_CHUNK_BYTES);
         let declared = u64::from(parser.header().chunk_count);
-        if rest != 0 || declared > whole {
+        if let Some(reason) = picket_rules::evtx::truncation(size, declared) {
             outcome.problems.push(Problem::at(
                 path,
                 "end of file".into(),
                 (u64::MAX, 0),
-                format!(
-                    "truncated: the header declares {declared} chunks, the file holds {whole} whole \
-                     chunks and {rest} bytes more; records past the last whole chunk are lost"
-                ),
+                reason,
             ));
         }
         let mut chunks = parser.chunks();
@@ -339,73 +334,32 @@ impl Ctx<'_> {
         &self,
         path: &Path,
         ordinal: u64,
-        mut data: EvtxChunkData,
+        data: EvtxChunkData,
         settings: &Arc<ParserSettings>,
     ) -> Outcome {
         let mut outcome = Outcome::default();
-        let problem = |place: String, position: u64, reason: String| {
-            Problem::at(path, place, (ordinal, position), reason)
-        };
-        let mut chunk = match data.parse(Arc::clone(settings)) {
-            Ok(chunk) => chunk,
-            Err(e) => {
-                outcome.problems.push(problem(
-                    format!("chunk (read #{ordinal})"),
-                    0,
-                    e.to_string(),
-                ));
-                return outcome;
-            }
-        };
-        let mut out: Vec<Match> = Vec::new();
-        for (index, record) in chunk.iter().enumerate() {
-            let record = match record.and_then(evtx::EvtxRecord::into_json_value) {
-                Ok(record) => record,
-                Err(e) => {
-                    outcome.problems.push(problem(
-                        format!(
-                            "chunk (read #{ordinal}), record #{} of the chunk",
-                            index + 1
-                        ),
-                        index as u64 + 1,
-                        e.to_string(),
-                    ));
-                    continue;
-                }
-            };
-            let Some(flat) = windows::normalize_evtx(&record.data) else {
-                outcome.problems.push(problem(
-                    format!("record {}", record.event_record_id),
-                    index as u64 + 1,
-                    "not an event record (no `Event` element)".into(),
-                ));
-                continue;
-            };
-            outcome.records += 1;
-            out.clear();
-            if self.router.evaluate(&flat, &mut out) == 0 {
-                continue;
-            }
-            let timestamp = record
-                .data
-                .pointer("/Event/System/TimeCreated/#attributes/SystemTime")
-                .map_or_else(|| record.timestamp.to_string(), text);
+        let scanned = picket_rules::evtx::scan_chunk(self.router, data, settings, |m, _, out| {
             let meta = Meta {
-                timestamp,
-                computer: flat.get("Computer").map(text).unwrap_or_default(),
-                channel: flat.get("Channel").map(text).unwrap_or_default(),
-                event_id: flat.get("EventID").map(text).unwrap_or_default(),
+                timestamp: m.timestamp.clone(),
+                computer: m.computer.clone(),
+                channel: m.channel.clone(),
+                event_id: m.event_id.clone(),
             };
-            // The rendered `EventRecordID` is the record's id in the log it
-            // was written to; the record header's number differs in
-            // exported or filtered logs, and analysts (and the oracle) use
-            // the rendered one.
-            let record_id = record
-                .data
-                .pointer("/Event/System/EventRecordID")
-                .and_then(|v| v.as_u64().or_else(|| v.as_str()?.trim().parse().ok()))
-                .unwrap_or(record.event_record_id);
-            push_hits(&mut outcome.hits, path, record_id, &meta, &mut out);
+            push_hits(&mut outcome.hits, path, m.record_id, &meta, out);
+        });
+        outcome.records = scanned.records;
+        for p in scanned.problems {
+            let place = match (p.record_index, p.record_id) {
+                (0, _) => format!("chunk (read #{ordinal})"),
+                (_, Some(id)) => format!("record {id}"),
+                (i, None) => format!("chunk (read #{ordinal}), record #{i} of the chunk"),
+            };
+            outcome.problems.push(Problem::at(
+                path,
+                place,
+                (ordinal, p.record_index),
+                p.reason,
+            ));
         }
         outcome
     }
@@ -571,15 +525,6 @@ impl Meta {
             channel: first(&["Channel"]),
             event_id: first(&["EventID"]),
         }
-    }
-}
-
-/// A JSON value as timeline text: strings without quotes, others as JSON.
-fn text(v: &Json) -> String {
-    match v {
-        Json::String(s) => s.clone(),
-        Json::Null => String::new(),
-        other => other.to_string(),
     }
 }
 

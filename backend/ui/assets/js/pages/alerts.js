@@ -15,13 +15,13 @@ import { subscribe } from '../live.js';
 const PAGE = 100;
 const RANGES = [['', 'All time'], ['1h', 'Last hour'], ['24h', 'Last 24 hours'], ['7d', 'Last 7 days'], ['30d', 'Last 30 days'], ['custom', 'Custom…']];
 const RANGE_MS = { '1h': 3600e3, '24h': 86400e3, '7d': 7 * 86400e3, '30d': 30 * 86400e3 };
-const FILTER_KEYS = ['q', 'level', 'status', 'device', 'rule', 'technique', 'source', 'range', 'since', 'until'];
+const FILTER_KEYS = ['q', 'level', 'status', 'device', 'rule', 'technique', 'source', 'range', 'since', 'until', 'hunt'];
 
 /** The API query for a filter state (relative ranges resolved now). */
 export function apiFilter(f, now = Date.now()) {
   const out = {
     q: f.q, level: f.level, status: f.status, device: f.device, rule: f.rule,
-    technique: f.technique, source: f.source,
+    technique: f.technique, source: f.source, hunt: f.hunt,
   };
   if (RANGE_MS[f.range]) out.since = now - RANGE_MS[f.range];
   else if (f.range === 'custom') {
@@ -33,6 +33,9 @@ export function apiFilter(f, now = Date.now()) {
 
 /** Whether a live alert passes the filters (mirrors the store's filter). */
 export function matches(a, f) {
+  // Hunting jobs' alerts are never on the live feed; the fleet's list
+  // never shows them.
+  if (f.hunt || a.event?.hunt_id !== undefined) return false;
   if (f.level && LEVELS.indexOf(a.level) < LEVELS.indexOf(f.level)) return false;
   if (f.status && a.status !== f.status) return false;
   if (f.device && a.device_id !== f.device) return false;
@@ -56,7 +59,9 @@ export function alertRow(a) {
     h('td', {}, levelBadge(a.level)),
     h('td', {}, statusBadge(a.status)),
     h('td', { class: 'rule-cell' }, h('a', { href: `#/alerts/${a.id}`, class: 'rule-title' }, a.rule_title || a.rule_id)),
-    h('td', { class: 'nowrap' }, h('a', { href: `#/devices/${a.device_id}`, class: 'device-link', title: a.device_id }, host || a.device_id.slice(0, 12))),
+    h('td', { class: 'nowrap' }, a.event?.hunt_id !== undefined
+      ? h('a', { href: `#/hunts/${a.event.hunt_id}`, class: 'device-link', title: a.event.file || '' }, `hunt ${a.event.hunt_id}`)
+      : h('a', { href: `#/devices/${a.device_id}`, class: 'device-link', title: a.device_id }, host || a.device_id.slice(0, 12))),
     h('td', { class: 'subject mono', title: subject }, subject),
     h('td', { class: 'chips' }, (a.techniques || []).slice(0, 3).map((t) => techniqueLink(t))),
     h('td', { class: 'nowrap muted' }, a.assignee || ''));
@@ -141,6 +146,7 @@ export function render({ query, setQuery }) {
     custom.classList.toggle('hidden', f.range !== 'custom');
     f.since = f.range === 'custom' ? localInputToMs(sinceInput.value) : '';
     f.until = f.range === 'custom' ? localInputToMs(untilInput.value) : '';
+    // The hunting job (`?hunt=`) is kept; "All alerts" on its notice drops it.
     setQuery(f);
     cursors = [''];
     page = 0;
@@ -225,6 +231,9 @@ export function render({ query, setQuery }) {
     h('div', { class: 'page-head' }, h('h1', {}, 'Alerts'),
       h('div', { class: 'page-actions' }, pauseBtn, button('Reload', () => load(), { class: 'btn' }))),
     h('div', { class: 'filters', dataset: { testid: 'filters' } }, qInput, levelSel, statusSel, deviceSel, ruleInput, techInput, rangeSel, custom, clearBtn),
+    f.hunt ? h('div', { class: 'notice', dataset: { testid: 'hunt-notice' } },
+      'Alerts of hunting job ', h('a', { href: `#/hunts/${encodeURIComponent(f.hunt)}` }, `#${f.hunt}`),
+      ' (uploaded logs; not part of the fleet\'s alerts). ', h('a', { href: '#/alerts' }, 'All alerts')) : null,
     lagNote, banner,
     h('div', { class: 'table-wrap' }, alertTable(tbody)),
     h('div', { class: 'pager' }, info, h('span', { class: 'spacer' }), newer, older));
