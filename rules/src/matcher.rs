@@ -128,6 +128,12 @@ enum Contains {
 /// searches.
 const AHO_CORASICK_MIN: usize = 4;
 
+/// Largest DFA (by [`dfa_size_estimate`]) for the `contains` needles of one
+/// item; larger sets get a contiguous NFA. The crate's own choice is a DFA
+/// for up to 100 needles, 10–100 KiB each: 1.3 MiB over the Linux rules,
+/// which these items only see on events that passed the prefilter.
+const ITEM_DFA_MAX_BYTES: usize = 32 * 1024;
+
 /// About the memory an Aho-Corasick DFA of `patterns` takes, from above:
 /// one state per pattern byte (fewer when prefixes are shared), each a row
 /// of 4-byte transitions, one per byte class rounded up to a power of two,
@@ -177,7 +183,13 @@ impl StrSet {
             }
         }
         set.contains = if finders.len() >= AHO_CORASICK_MIN {
-            match AhoCorasick::new(finders.iter().map(memmem::Finder::needle)) {
+            let needles = || finders.iter().map(memmem::Finder::needle);
+            let kind = if dfa_size_estimate(needles()) <= ITEM_DFA_MAX_BYTES {
+                None
+            } else {
+                Some(aho_corasick::AhoCorasickKind::ContiguousNFA)
+            };
+            match AhoCorasick::builder().kind(kind).build(needles()) {
                 Ok(ac) => Contains::Many(ac),
                 Err(_) => Contains::Few(finders),
             }
