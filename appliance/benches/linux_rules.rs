@@ -498,7 +498,7 @@ fn benign_events(n: usize) -> Vec<Event> {
         match rng.next() % 4 {
             0 => {
                 let path = (*rng.pick(FILES)).to_owned();
-                out.push(event(if rng.next() % 3 == 0 {
+                out.push(event(if rng.next().is_multiple_of(3) {
                     Kind::FileCreate { path }
                 } else {
                     Kind::FileWrite {
