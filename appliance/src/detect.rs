@@ -11,7 +11,7 @@
 
 use crate::event::{Event, FieldValue};
 use crate::telemetry::{Counter, Registry};
-use picket_rules::{EngineConfig, LogSource, Match, RuleSet, Value};
+use picket_rules::{EngineConfig, LogSource, Match, Route, RuleSet, Value};
 use serde::Serialize;
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -267,6 +267,10 @@ pub struct Detector {
     registry: Registry,
     generation: u64,
     rules: std::sync::Arc<RuleSet>,
+    /// The route of each event category seen with `rules`: kernel events
+    /// have a fixed category and no service, so the route is found without
+    /// building a `LogSource` (two allocations) and hashing it per event.
+    routes: Vec<(&'static str, std::sync::Arc<Route>)>,
     evaluated: Counter,
     scratch: Vec<Match>,
 }
@@ -290,6 +294,7 @@ impl Detector {
             registry,
             generation,
             rules,
+            routes: Vec::new(),
             scratch: Vec::new(),
         }
     }
@@ -306,10 +311,29 @@ impl Detector {
         if self.slot.generation() != self.generation {
             // the old set is freed by the thread that replaced it, not here
             (self.generation, self.rules) = self.slot.current();
+            self.routes.clear();
             self.evaluated = evaluated_counter(&self.registry, self.generation);
         }
         for ev in events {
-            evaluate(&self.rules, ev, &mut self.scratch, out);
+            let (Some(category), None) = ev.logsource() else {
+                // log events: a service named by the log line, any text
+                evaluate(&self.rules, ev, &mut self.scratch, out);
+                continue;
+            };
+            let route = match self.routes.iter().find(|(c, _)| *c == category) {
+                Some((_, r)) => r,
+                None => {
+                    let r = self.rules.route(&[logsource(ev)]);
+                    self.routes.push((category, r));
+                    &self.routes[self.routes.len() - 1].1
+                }
+            };
+            self.scratch.clear();
+            self.rules
+                .evaluate_route(route, &SigmaEvent(ev), &mut self.scratch);
+            for m in &self.scratch {
+                out.push(Alert::from_match(m, ev));
+            }
         }
         self.evaluated
             .fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -533,6 +557,40 @@ mod detector_tests {
         let evaluated =
             |g: &str| registry.value("picket_rules_evaluated_total", &[("generation", g)]);
         assert_eq!((evaluated("0"), evaluated("1")), (Some(3), Some(2)));
+    }
+
+    #[test]
+    fn kernel_events_are_evaluated_with_the_set_installed_last() {
+        let set = |id: &str| {
+            let rule = format!(
+                "title: curl\nid: {id}\nlogsource: {{product: linux, category: process_creation}}\n\
+                 detection:\n  sel: {{Image|endswith: /curl}}\n  condition: sel\n"
+            );
+            let mut errors = Vec::new();
+            let rules = compile_sources(
+                vec![(PathBuf::from("r.yml"), rule)],
+                &Default::default(),
+                &mut errors,
+            );
+            assert!(errors.is_empty(), "{errors:?}");
+            rules
+        };
+        let exec: Event = serde_json::from_str(
+            r#"{"time_ns":1,"module":"process","process":{"pid":2,"tid":2,"ppid":1,"uid":0,"gid":0,"euid":0,"egid":0,"image":"/usr/bin/curl","command_line":"curl x"},"kind":{"type":"process_exec","filename":"/usr/bin/curl","argv":["curl","x"]}}"#,
+        )
+        .unwrap();
+        let exit = Event {
+            kind: crate::event::Kind::ProcessExit { code: 0, signal: 0 },
+            ..exec.clone()
+        };
+        let slot = RuleSlot::new(set("00000000-0000-0000-0000-000000000000"));
+        let mut d = Detector::new(slot.clone(), Registry::default());
+        let mut alerts = Vec::new();
+        d.evaluate_batch(&[exec.clone(), exit.clone(), exec.clone()], &mut alerts);
+        slot.replace(set("00000000-0000-0000-0000-000000000001"));
+        d.evaluate_batch(&[exit, exec], &mut alerts);
+        let ids: Vec<&str> = alerts.iter().map(|a| &a.rule_id[35..]).collect();
+        assert_eq!(ids, ["0", "0", "1"]);
     }
 
     #[test]

@@ -128,6 +128,34 @@ enum Contains {
 /// searches.
 const AHO_CORASICK_MIN: usize = 4;
 
+/// Largest DFA (by [`dfa_size_estimate`]) for the `contains` needles of one
+/// item; larger sets get a contiguous NFA. The crate's own choice is a DFA
+/// for up to 100 needles, 10–100 KiB each: 1.3 MiB over the Linux rules,
+/// which these items only see on events that passed the prefilter.
+const ITEM_DFA_MAX_BYTES: usize = 32 * 1024;
+
+/// About the memory an Aho-Corasick DFA of `patterns` takes, from above:
+/// one state per pattern byte (fewer when prefixes are shared), each a row
+/// of 4-byte transitions, one per byte class rounded up to a power of two,
+/// and twice that (aho-corasick 1.1 builds up to two rows per state: an
+/// unanchored and an anchored start each reach their own copy).
+pub(crate) fn dfa_size_estimate<'a>(patterns: impl Iterator<Item = &'a [u8]>) -> usize {
+    let mut seen = [false; 256];
+    // the root and the automaton's dead, fail and start states
+    let mut states = 4;
+    let mut count = 0;
+    for p in patterns {
+        states += p.len();
+        count += 1;
+        for &b in p {
+            seen[usize::from(b)] = true;
+        }
+    }
+    let classes = seen.iter().filter(|s| **s).count() + 1;
+    // plus each pattern's length and match entry, and fixed fields
+    2 * states * classes.next_power_of_two() * 4 + count * 16 + 256
+}
+
 impl StrSet {
     fn new(cased: bool, matchers: Vec<StrMatcher>) -> Self {
         let mut set = StrSet {
@@ -155,7 +183,13 @@ impl StrSet {
             }
         }
         set.contains = if finders.len() >= AHO_CORASICK_MIN {
-            match AhoCorasick::new(finders.iter().map(memmem::Finder::needle)) {
+            let needles = || finders.iter().map(memmem::Finder::needle);
+            let kind = if dfa_size_estimate(needles()) <= ITEM_DFA_MAX_BYTES {
+                None
+            } else {
+                Some(aho_corasick::AhoCorasickKind::ContiguousNFA)
+            };
+            match AhoCorasick::builder().kind(kind).build(needles()) {
                 Ok(ac) => Contains::Many(ac),
                 Err(_) => Contains::Few(finders),
             }
@@ -723,5 +757,42 @@ impl Ctx<'_> {
             text.push_str(&s.raw);
         }
         Some(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dfa_size_estimate_is_at_least_the_built_size() {
+        let sets: [&[&str]; 4] = [
+            &["a", "b"],
+            &["/dev/tcp/", "/dev/udp/", "curl ", "wget ", "| sh", "|bash"],
+            &[
+                "chmod 4777 /tmp/.scsi/dev/bin/gsh",
+                "chown root:root x;",
+                "ewok -t ",
+                "xspy -display ",
+            ],
+            &[
+                "\u{e9}t\u{e9}",
+                "\0nul",
+                "~!@#$%^&*()_+{}|:<>?",
+                "0123456789abcdef",
+            ],
+        ];
+        for set in sets {
+            let dfa = AhoCorasick::builder()
+                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                .build(set)
+                .unwrap_or_else(|e| panic!("{set:?}: {e}"));
+            let estimate = dfa_size_estimate(set.iter().map(|s| s.as_bytes()));
+            let built = dfa.memory_usage();
+            assert!(
+                estimate >= built && estimate <= built * 4 + 4096,
+                "{set:?}: estimated {estimate}, built {built}"
+            );
+        }
     }
 }

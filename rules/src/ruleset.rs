@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
 
@@ -83,6 +83,10 @@ const NONE: u32 = u32::MAX;
 /// Largest literal set of one field that the prefilter compiles to a DFA.
 const DFA_MAX_PATTERNS: usize = 400;
 
+/// Largest prefilter DFA (by [`crate::matcher::dfa_size_estimate`]); a literal
+/// set that could make a larger one gets a contiguous NFA.
+const DFA_MAX_BYTES: usize = 1024 * 1024;
+
 /// A compiled, immutable set of rules. Share it between threads with `Arc`;
 /// evaluation takes `&self`.
 #[derive(Debug)]
@@ -100,6 +104,8 @@ pub struct RuleSet {
     /// Routes built so far, keyed by interned logsources (names the set
     /// does not know collapse into one id, so the cache stays bounded).
     routes: RwLock<FxHashMap<Vec<[u32; 3]>, Arc<Route>>>,
+    /// Prefilter automata by literal list, shared by the routes.
+    automata: Mutex<HashMap<Vec<String>, AhoCorasick>>,
     /// Identifies the set a [`Route`] was built for.
     id: u64,
 }
@@ -352,13 +358,7 @@ impl RuleSet {
         fields.sort_by_key(|(f, _)| f.map_or(-1, i64::from));
         let mut gates = Vec::new();
         for (field, (_, lits, unlocks)) in fields {
-            // A DFA searches fastest, but its size grows with the patterns:
-            // over the thousands of Windows process_creation literals it
-            // costs seconds to build and ~100 MB; large sets get the crate's
-            // own choice (a contiguous NFA).
-            let kind = (lits.len() <= DFA_MAX_PATTERNS).then_some(AhoCorasickKind::DFA);
-            let built = AhoCorasick::builder().kind(kind).build(&lits);
-            match built {
+            match self.automaton(lits) {
                 Ok(ac) => gates.push(FieldGate { field, ac, unlocks }),
                 Err(_) => {
                     // No automaton: evaluate those rules unconditionally.
@@ -374,6 +374,31 @@ impl RuleSet {
             ungated,
             gates,
         }
+    }
+
+    /// The prefilter automaton of a literal list. Routes share one per list
+    /// (`AhoCorasick` clones share it): the rules that name only a product
+    /// (the Linux set's keyword rules) are on every route, and without this
+    /// each route built its own copy of their automaton.
+    fn automaton(&self, lits: Vec<String>) -> Result<AhoCorasick, aho_corasick::BuildError> {
+        let mut cache = self.automata.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(ac) = cache.get(&lits) {
+            return Ok(ac.clone());
+        }
+        // A DFA searches fastest, but its size grows with the patterns:
+        // over the thousands of Windows process_creation literals it costs
+        // seconds to build and ~100 MB. Large sets get the crate's own
+        // choice (a contiguous NFA), and so does a set whose DFA could grow
+        // past DFA_MAX_BYTES (the Linux keyword literals: 145 of them made
+        // a 1.4 MB DFA, once per route; a 3 MB estimate).
+        let dfa = lits.len() <= DFA_MAX_PATTERNS
+            && crate::matcher::dfa_size_estimate(lits.iter().map(String::as_bytes))
+                <= DFA_MAX_BYTES;
+        let ac = AhoCorasick::builder()
+            .kind(dfa.then_some(AhoCorasickKind::DFA))
+            .build(&lits)?;
+        cache.insert(lits, ac.clone());
+        Ok(ac)
     }
 
     fn run_route(
@@ -737,6 +762,7 @@ impl<'a> Builder<'a> {
                 gates,
                 correlations,
                 routes: RwLock::new(FxHashMap::default()),
+                automata: Mutex::new(HashMap::new()),
                 id: NEXT_SET_ID.fetch_add(1, Ordering::Relaxed),
             },
             errors: self.errors,
