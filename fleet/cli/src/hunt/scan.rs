@@ -9,10 +9,14 @@ use std::time::{Duration, Instant};
 
 use evtx::{EvtxChunkData, EvtxParser, ParserSettings};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use picket_rules::evtx::system_time_ms;
 use picket_rules::evtx::{
     text, CHUNK_BYTES as EVTX_CHUNK_BYTES, HEADER_BYTES as EVTX_HEADER_BYTES,
 };
-use picket_rules::{windows, LogSource, Match, MatchedField, RuleInfo, RuleSet};
+use picket_rules::{
+    windows, CorrelationLimits, CorrelationMatch, CorrelationStats, LogSource, Match, MatchedField,
+    RuleInfo, RuleSet,
+};
 use rayon::prelude::*;
 use serde_json::{Map, Value as Json};
 
@@ -165,11 +169,34 @@ pub struct ScanReport {
     pub unrouted: u64,
     /// Wall time of the scan (not counting rule loading).
     pub elapsed: Duration,
+    /// Correlation rules that fired (rows of `hits` whose rule is a
+    /// correlation).
+    pub correlation_hits: u64,
+    /// Events with matches that had no readable time, so correlation rules
+    /// could not count them (their own matches are in `hits`).
+    pub untimed: u64,
+    /// The correlator's counters (groups and events dropped at its memory
+    /// caps) when the rule set has correlation rules.
+    pub correlation: Option<CorrelationStats>,
+}
+
+/// An event with matches, kept for the correlation pass (only when the
+/// rule set has correlation rules).
+#[derive(Debug)]
+struct Pending {
+    ts_ms: i64,
+    file: PathBuf,
+    record_id: u64,
+    meta: Meta,
+    fields: Map<String, Json>,
+    matches: Vec<Match>,
 }
 
 #[derive(Debug, Default)]
 struct Outcome {
     hits: Vec<Hit>,
+    pending: Vec<Pending>,
+    untimed: u64,
     problems: Vec<Problem>,
     problems_not_listed: u64,
     records: u64,
@@ -180,6 +207,8 @@ struct Outcome {
 impl Outcome {
     fn merge(&mut self, other: Outcome, max_problems: usize) {
         self.hits.extend(other.hits);
+        self.pending.extend(other.pending);
+        self.untimed += other.untimed;
         self.records += other.records;
         self.unrouted += other.unrouted;
         self.problems_not_listed += other.problems_not_listed;
@@ -218,6 +247,7 @@ pub fn scan(
         router: &router,
         options,
         progress,
+        correlate: rules.correlation_rules().next().is_some(),
     };
     let outcomes: Vec<Outcome> = inputs
         .par_iter()
@@ -230,13 +260,19 @@ pub fn scan(
         files: inputs.len(),
         ..ScanReport::default()
     };
+    let mut pending = Vec::new();
     for outcome in outcomes {
+        pending.extend(outcome.pending);
+        report.untimed += outcome.untimed;
         report.files_skipped += usize::from(outcome.file_skipped);
         report.records += outcome.records;
         report.unrouted += outcome.unrouted;
         report.problems_not_listed += outcome.problems_not_listed;
         report.hits.extend(outcome.hits);
         report.problems.extend(outcome.problems);
+    }
+    if ctx.correlate {
+        correlate(rules, pending, &mut report);
     }
     report.hits.sort_by(Hit::order);
     report
@@ -251,6 +287,9 @@ struct Ctx<'a> {
     router: &'a windows::Router<'a>,
     options: &'a ScanOptions,
     progress: Option<&'a ProgressBar>,
+    /// The rule set has correlation rules: events with matches are kept
+    /// for [`correlate`] instead of becoming hits at once.
+    correlate: bool,
 }
 
 impl Ctx<'_> {
@@ -338,15 +377,27 @@ impl Ctx<'_> {
         settings: &Arc<ParserSettings>,
     ) -> Outcome {
         let mut outcome = Outcome::default();
-        let scanned = picket_rules::evtx::scan_chunk(self.router, data, settings, |m, _, out| {
-            let meta = Meta {
-                timestamp: m.timestamp.clone(),
-                computer: m.computer.clone(),
-                channel: m.channel.clone(),
-                event_id: m.event_id.clone(),
-            };
-            push_hits(&mut outcome.hits, path, m.record_id, &meta, out);
-        });
+        let scanned =
+            picket_rules::evtx::scan_chunk(self.router, data, settings, |m, flat, out| {
+                let meta = Meta {
+                    timestamp: m.timestamp.clone(),
+                    computer: m.computer.clone(),
+                    channel: m.channel.clone(),
+                    event_id: m.event_id.clone(),
+                };
+                if self.correlate && !out.is_empty() {
+                    outcome.pending.push(Pending {
+                        ts_ms: m.timestamp_ms,
+                        file: path.to_owned(),
+                        record_id: m.record_id,
+                        meta,
+                        fields: flat.clone(),
+                        matches: std::mem::take(out),
+                    });
+                } else {
+                    push_hits(&mut outcome.hits, path, m.record_id, &meta, out);
+                }
+            });
         outcome.records = scanned.records;
         for p in scanned.problems {
             let place = match (p.record_index, p.record_id) {
@@ -436,19 +487,41 @@ impl Ctx<'_> {
             }
         };
         let mut out = Vec::new();
-        let Some(meta) = self.evaluate_line(map, &mut out) else {
+        let Some((meta, fields)) = self.evaluate_line(map, &mut out) else {
             outcome.unrouted += 1;
             outcome.records += 1;
             return outcome;
         };
         outcome.records += 1;
-        push_hits(&mut outcome.hits, path, no, &meta, &mut out);
+        match system_time_ms(&meta.timestamp) {
+            Some(ts_ms) if self.correlate && !out.is_empty() => {
+                outcome.pending.push(Pending {
+                    ts_ms,
+                    file: path.to_owned(),
+                    record_id: no,
+                    meta,
+                    fields,
+                    matches: out,
+                });
+            }
+            ts => {
+                if self.correlate && !out.is_empty() && ts.is_none() {
+                    outcome.untimed += 1;
+                }
+                push_hits(&mut outcome.hits, path, no, &meta, &mut out);
+            }
+        }
         outcome
     }
 
     /// Routes one JSON-lines event (the order is in the module docs) and
-    /// evaluates it; `None` when it has no logsource.
-    fn evaluate_line(&self, mut map: Map<String, Json>, out: &mut Vec<Match>) -> Option<Meta> {
+    /// evaluates it; `None` when it has no logsource. Returns what the
+    /// timeline shows of it and the fields the rules saw.
+    fn evaluate_line(
+        &self,
+        mut map: Map<String, Json>,
+        out: &mut Vec<Match>,
+    ) -> Option<(Meta, Map<String, Json>)> {
         let has_logsource = ["_product", "_category", "_service"]
             .iter()
             .any(|k| map.contains_key(*k));
@@ -463,7 +536,7 @@ impl Ctx<'_> {
             let source =
                 LogSource::new(product.as_deref(), category.as_deref(), service.as_deref());
             self.rules.evaluate(&source, &map, out);
-            return Some(Meta::of_json(&map));
+            return Some((Meta::of_json(&map), map));
         }
         if let Some(event) = map.get("Event").filter(|e| e.is_object()) {
             let timestamp = event
@@ -473,20 +546,81 @@ impl Ctx<'_> {
             self.router.evaluate(&flat, out);
             let mut meta = Meta::of_json(&flat);
             meta.timestamp = timestamp.unwrap_or_default();
-            return Some(meta);
+            return Some((meta, flat));
         }
         if map.contains_key("Channel") && map.contains_key("EventID") {
             self.router.evaluate(&map, out);
-            return Some(Meta::of_json(&map));
+            return Some((Meta::of_json(&map), map));
         }
         let product = self.options.product.as_deref()?;
         self.rules
             .evaluate(&LogSource::new(Some(product), None, None), &map, out);
-        Some(Meta::of_json(&map))
+        Some((Meta::of_json(&map), map))
+    }
+}
+
+/// The correlation pass: the events with matches in time order (then file
+/// and record, so the result does not depend on the threads) through one
+/// [`picket_rules::Correlator`]. Each event's remaining matches become hits
+/// (`generate: false` drops those of rules only a correlation should
+/// show), and each correlation that fires becomes a hit on the event that
+/// made it fire; a window that closes only at the end of the scan (an
+/// upper-bounded condition) is put on the last event.
+fn correlate(rules: &RuleSet, mut pending: Vec<Pending>, report: &mut ScanReport) {
+    pending.sort_by(|a, b| (a.ts_ms, &a.file, a.record_id).cmp(&(b.ts_ms, &b.file, b.record_id)));
+    let mut correlator = rules.correlator(CorrelationLimits::default());
+    let mut fired = Vec::new();
+    let mut events = pending.into_iter().peekable();
+    while let Some(mut p) = events.next() {
+        correlator.process(p.ts_ms, &p.fields, &mut p.matches, &mut fired);
+        push_hits(
+            &mut report.hits,
+            &p.file,
+            p.record_id,
+            &p.meta,
+            &mut p.matches,
+        );
+        for m in fired.drain(..) {
+            report.hits.push(correlation_hit(&p, m));
+            report.correlation_hits += 1;
+        }
+        if events.peek().is_none() {
+            correlator.advance(i64::MAX, &mut fired);
+            for m in fired.drain(..) {
+                report.hits.push(correlation_hit(&p, m));
+                report.correlation_hits += 1;
+            }
+        }
+    }
+    report.correlation = Some(correlator.stats());
+}
+
+/// A fired correlation as a timeline row: the group's values and the
+/// measured value as its fields.
+fn correlation_hit(at: &Pending, m: CorrelationMatch) -> Hit {
+    let mut fields: Vec<MatchedField> = m
+        .group
+        .into_iter()
+        .map(|(name, value)| MatchedField { name, value })
+        .collect();
+    fields.push(MatchedField {
+        name: "correlation_value".into(),
+        value: m.value.to_string(),
+    });
+    Hit {
+        file: at.file.clone(),
+        record_id: at.record_id,
+        timestamp: at.meta.timestamp.clone(),
+        computer: at.meta.computer.clone(),
+        channel: at.meta.channel.clone(),
+        event_id: at.meta.event_id.clone(),
+        rule: m.rule,
+        fields,
     }
 }
 
 /// What the timeline shows about the event of a hit.
+#[derive(Debug)]
 struct Meta {
     timestamp: String,
     computer: String,

@@ -198,6 +198,14 @@ pub fn summary(report: &ScanReport, threads: usize) -> String {
         report.hits.len(),
         by_rule.len(),
     );
+    if let Some(c) = report.correlation {
+        let _ = writeln!(
+            s,
+            "correlations: {} fired; {} events with matches had no readable time and were not counted; \
+             {} groups evicted and {} events dropped at the memory caps",
+            report.correlation_hits, report.untimed, c.groups_evicted, c.events_dropped,
+        );
+    }
     let _ = writeln!(s, "by level:");
     let names = [
         "critical",
