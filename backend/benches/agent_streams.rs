@@ -490,18 +490,22 @@ fn bench(o: &Opts) {
         percentile(&s.latencies, 1.0)
     );
     println!(
-        "backend: CPU {:.0} % of one core ({:.0} % of the 2 cores), RSS {rss_idle:.0} MiB \
-         connected and idle -> {:.0} MiB peak sampled while streaming, VmHWM {hwm:.0} MiB; \
-         agents' (this) process CPU {:.0} % of one core",
+        "backend: CPU {:.0} % of one core ({:.0} % of the 2 cores), {:.1} us of CPU per event \
+         (so 2 idle cores would take {:.0} events/s), RSS {rss_idle:.0} MiB connected and \
+         idle -> {:.0} MiB peak sampled while streaming, VmHWM {hwm:.0} MiB; agents' (this) \
+         process CPU {:.0} % of one core",
         cpu / wall * 100.0,
         cpu / wall * 50.0,
+        cpu / s.lines as f64 * 1e6,
+        2.0 * s.lines as f64 / cpu,
         *rss_max.lock().unwrap(),
         self_cpu / wall * 100.0,
     );
     println!(
         "baseline (map + evaluate, same lines and rules, one thread of this process): \
-         before {before:.0} events/s, after {after:.0} events/s; {per_event:.3} matches per \
-         event; streamed / baseline mean = {:.2}; load average {}",
+         before {before:.0} events/s, after {after:.0} events/s ({:.1} us per event); \
+         {per_event:.3} matches per event; streamed / baseline mean = {:.2}; load average {}",
+        2e6 / (before + after),
         rate / f64::midpoint(before, after),
         load_average()
     );
