@@ -12,6 +12,15 @@
 //! and then broadcast as [`LiveEvent::Alert`] like ingest does. The alert
 //! time is the time the backend received the line: agent formats disagree
 //! on where their event time is, and the stored event keeps it.
+//!
+//! Mapping and evaluating a message is CPU work (tens of microseconds a
+//! line with the SigmaHQ Windows set): it runs on the blocking pool, at
+//! most one message per core at a time ([`AgentStreams::new`] sizes the
+//! pool from [`std::thread::available_parallelism`]). Messages of other
+//! streams wait for a slot without holding a thread, so a hundred streams
+//! cost a hundred queued messages, not a hundred threads each with its own
+//! parse trees and allocator arena, and the async workers stay free for
+//! the sockets and the store.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -23,7 +32,7 @@ use picket_api::{AgentAlert, AgentLineError, AgentReport, FleetError, LiveEvent}
 use picket_rules::{EngineConfig, Match, RuleSet};
 use picket_store::model::{AgentRecord, Alert, AlertSource, AlertStatus, Level, NewAlert};
 use picket_store::Store;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Semaphore};
 
 use crate::ingest::now_ms;
 
@@ -94,15 +103,24 @@ pub struct AgentStreams {
     store: Arc<dyn Store>,
     live: broadcast::Sender<LiveEvent>,
     metrics: AgentMetrics,
+    /// One permit per message being mapped and evaluated.
+    workers: Arc<Semaphore>,
 }
 
-fn random_id() -> String {
-    let mut b = [0u8; 16];
-    let _ = getrandom::fill(&mut b);
-    b.iter().fold(String::with_capacity(32), |mut s, x| {
-        let _ = write!(s, "{x:02x}");
-        s
-    })
+/// Random 32-hex alert ids, one `getrandom` call for all of them.
+fn random_ids(n: usize) -> Vec<String> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bytes = vec![0u8; 16 * n];
+    let _ = getrandom::fill(&mut bytes);
+    bytes
+        .chunks_exact(16)
+        .map(|id| {
+            id.iter()
+                .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
+                .map(char::from)
+                .collect()
+        })
+        .collect()
 }
 
 pub(crate) fn level(l: Option<picket_rules::Level>) -> Level {
@@ -214,9 +232,11 @@ fn evaluate(
             if let Some(a) = &rule.author {
                 event.insert("rule_author".into(), a.clone().into());
             }
+            // Without a seq the ids are random, filled below for the whole
+            // message at once.
             let id = match seq {
                 Some((_, s)) => stable_id(device, s, no, line, &rule_id),
-                None => random_id(),
+                None => String::new(),
             };
             let alert = NewAlert {
                 id,
@@ -244,18 +264,28 @@ fn evaluate(
             alerts.push(alert);
         }
     }
+    if seq.is_none() {
+        let ids = random_ids(alerts.len());
+        for ((alert, answer), id) in alerts.iter_mut().zip(&mut report.alerts).zip(ids) {
+            answer.id.clone_from(&id);
+            alert.id = id;
+        }
+    }
     (report, alerts)
 }
 
 impl AgentStreams {
-    /// Matches go to `store` and `live`.
+    /// Matches go to `store` and `live`; messages are evaluated on as many
+    /// threads as there are cores.
     #[must_use]
     pub fn new(rules: RuleSet, store: Arc<dyn Store>, live: broadcast::Sender<LiveEvent>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         Self {
             rules: Arc::new(rules),
             store,
             live,
             metrics: AgentMetrics::default(),
+            workers: Arc::new(Semaphore::new(cores)),
         }
     }
 
@@ -266,14 +296,22 @@ impl AgentStreams {
     /// [`FleetError::Internal`] when the store fails.
     pub async fn lines(&self, agent: &AgentRecord, text: &str) -> Result<AgentReport, FleetError> {
         let received = now_ms();
+        // The permit moves into the task: a stream that goes away while its
+        // message is evaluated does not free the slot before the work ends.
+        let permit = Arc::clone(&self.workers)
+            .acquire_owned()
+            .await
+            .map_err(|e| FleetError::Internal(format!("agent evaluation slots: {e}")))?;
         let rules = self.rules.clone();
         let device = agent.device_id.clone();
         let text = text.to_owned();
-        // Mapping and thousands of rules are CPU work: off the async workers.
-        let (mut report, alerts) =
-            tokio::task::spawn_blocking(move || evaluate(&rules, &device, &text, received))
-                .await
-                .map_err(|e| FleetError::Internal(format!("agent batch task: {e}")))?;
+        let (mut report, alerts) = tokio::task::spawn_blocking(move || {
+            let out = evaluate(&rules, &device, &text, received);
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| FleetError::Internal(format!("agent batch task: {e}")))?;
         self.metrics
             .lines
             .fetch_add(report.lines, Ordering::Relaxed);
