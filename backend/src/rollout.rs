@@ -822,6 +822,10 @@ impl RolloutEngine {
         let mut out: Vec<([u8; 32], String)> = devices
             .into_iter()
             .filter(|d| d.revoked_ms.is_none())
+            // Bundles are for appliances (picketd over MQTT); Windows and
+            // macOS agents are evaluated at the backend with its agent rules
+            // and would never acknowledge.
+            .filter(|d| picket_api::platform(d) == "linux")
             .filter(|d| {
                 let g: Vec<&str> = groups
                     .get(&d.id)

@@ -141,6 +141,26 @@ async fn a_healthy_rollout_goes_through_every_stage_and_completes() {
     let keys = FleetKeys::new();
     keys.install(b.dir.path());
     let sims = fleet_of(&b, 20, |_, _| false).await;
+    // An enrolled Windows agent is a device too, but not one bundles are for.
+    let store = &b.started.store;
+    store
+        .insert_device(picket_store::model::NewDevice {
+            id: "ab".repeat(16),
+            hostname: "ws-01".into(),
+            public_key: Vec::new(),
+            cert_serial: String::new(),
+            agent_version: "1.0.0".into(),
+            enrolled_ms: 1,
+        })
+        .await
+        .unwrap();
+    store
+        .record_heartbeat(
+            &"ab".repeat(16),
+            picket_api::platform_heartbeat("windows", "1.0.0", 1),
+        )
+        .await
+        .unwrap();
     let fleet = &b.started.fleet;
     fleet
         .push_bundle(&keys.bundle(2, &["a"], vec![Target::All]), "op")
@@ -165,6 +185,7 @@ async fn a_healthy_rollout_goes_through_every_stage_and_completes() {
     .await;
     let p = fleet.rollout_progress(r.id).await.unwrap();
     assert_eq!(p.states.get("active"), Some(&20));
+    assert_eq!(p.targeted, 20, "the agent is not targeted");
     let actions: Vec<&str> = p
         .rollout
         .status

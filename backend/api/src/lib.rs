@@ -120,7 +120,7 @@ mod rules;
 mod state;
 mod stream;
 
-pub use agents::{AgentStreamLimits, AGENT_MESSAGE_LIMIT};
+pub use agents::{platform_heartbeat, AgentStreamLimits, AGENT_MESSAGE_LIMIT};
 pub use alerts::{DEFAULT_LIMIT as DEFAULT_ALERT_LIMIT, MAX_LIMIT as MAX_ALERT_LIMIT};
 pub use auth::{create_user, hash_password, verify_password, CSRF_HEADER, SESSION_COOKIE};
 pub use devices::{is_online, platform};
