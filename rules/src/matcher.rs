@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use memchr::memmem;
 use regex::Regex;
 
@@ -155,13 +155,33 @@ impl StrSet {
             }
         }
         set.contains = if finders.len() >= AHO_CORASICK_MIN {
-            match AhoCorasick::new(finders.iter().map(memmem::Finder::needle)) {
+            // A contiguous NFA, not the crate's default DFA for small sets:
+            // these run only on prefilter candidates, and across the
+            // thousands of rule values DFAs cost tens of megabytes.
+            match AhoCorasick::builder()
+                .kind(Some(AhoCorasickKind::ContiguousNFA))
+                .build(finders.iter().map(memmem::Finder::needle))
+            {
                 Ok(ac) => Contains::Many(ac),
                 Err(_) => Contains::Few(finders),
             }
         } else {
             Contains::Few(finders)
         };
+        // Pushing leaves room for four elements at least; across the tens
+        // of thousands of rule values that spare room is megabytes.
+        if let Contains::Few(f) = &mut set.contains {
+            f.shrink_to_fit();
+        }
+        for v in [
+            &mut set.exact,
+            &mut set.prefix,
+            &mut set.suffix,
+            &mut set.needles,
+        ] {
+            v.shrink_to_fit();
+        }
+        set.globs.shrink_to_fit();
         set
     }
 
@@ -245,6 +265,8 @@ impl AnyOf {
         if !cased.is_empty() {
             sets.push(StrSet::new(true, cased));
         }
+        sets.shrink_to_fit();
+        others.shrink_to_fit();
         AnyOf { sets, others }
     }
 
