@@ -477,6 +477,8 @@ pub(crate) struct Scratch {
     keyword_raw: String,
     keyword_folded: String,
     keyword_spans: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    /// One value's text for [`Ctx::for_each_value_text`].
+    value_text: String,
     /// Bitset of the route's rules to evaluate for this event.
     pub(crate) candidates: Vec<u64>,
 }
@@ -580,11 +582,29 @@ impl Ctx<'_> {
         }
     }
 
-    /// The folded text of all the event's values (NUL-separated), built on
-    /// first use in an event.
-    pub(crate) fn keyword_text(&mut self) -> &str {
-        self.build_keyword_text();
-        &self.scratch.keyword_folded
+    /// Calls `f` with the folded text of each value of the event that is
+    /// at least `min_len` bytes long once folded, one value at a time in a
+    /// reused buffer: the prefilter's keyword search, without building the
+    /// joined keyword text.
+    pub(crate) fn for_each_folded_value(&mut self, min_len: usize, f: &mut dyn FnMut(&str)) {
+        let buf = &mut self.scratch.value_text;
+        self.event.for_each_value(&mut |v| {
+            buf.clear();
+            match v {
+                // Folding ASCII keeps the length: skip short values uncopied.
+                Value::Str(s) if s.is_ascii() && s.len() < min_len => return false,
+                Value::Str(s) => fold_into(s, buf),
+                Value::Null | Value::List(_) => return false,
+                other => {
+                    let _ = write!(buf, "{other}");
+                    buf.make_ascii_lowercase();
+                }
+            }
+            if buf.len() >= min_len {
+                f(buf);
+            }
+            false
+        });
     }
 
     fn build_keyword_text(&mut self) {
