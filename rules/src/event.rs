@@ -154,8 +154,11 @@ fn json_object_field<'a>(
 ) -> Option<Value<'a>> {
     let mut folded_hit = None;
     if map.len() <= LINEAR_LOOKUP_MAX {
+        let first = name.as_bytes().first().map(u8::to_ascii_lowercase);
         for (k, v) in map {
-            if k.len() != name.len() {
+            // Length and first letter before comparing whole keys: most
+            // keys differ there, and a call to memcmp costs more.
+            if k.len() != name.len() || k.as_bytes().first().map(u8::to_ascii_lowercase) != first {
                 continue;
             }
             if k == name {
