@@ -143,11 +143,32 @@ impl Event for serde_json::Map<String, serde_json::Value> {
     }
 }
 
+/// Up to this many keys, one pass over the map that looks for the exact
+/// key and remembers the first ASCII-case-insensitive one is cheaper than
+/// hashing the name (and, when the field is missing, scanning anyway).
+const LINEAR_LOOKUP_MAX: usize = 32;
+
 fn json_object_field<'a>(
     map: &'a serde_json::Map<String, serde_json::Value>,
     name: &str,
 ) -> Option<Value<'a>> {
-    if let Some(v) = map.get(name) {
+    let mut folded_hit = None;
+    if map.len() <= LINEAR_LOOKUP_MAX {
+        let first = name.as_bytes().first().map(u8::to_ascii_lowercase);
+        for (k, v) in map {
+            // Length and first letter before comparing whole keys: most
+            // keys differ there, and a call to memcmp costs more.
+            if k.len() != name.len() || k.as_bytes().first().map(u8::to_ascii_lowercase) != first {
+                continue;
+            }
+            if k == name {
+                return Some(json_value(v));
+            }
+            if folded_hit.is_none() && k.eq_ignore_ascii_case(name) {
+                folded_hit = Some(v);
+            }
+        }
+    } else if let Some(v) = map.get(name) {
         return Some(json_value(v));
     }
     if name.contains('.') {
@@ -163,6 +184,9 @@ fn json_object_field<'a>(
                 _ => return None,
             }
         }
+    }
+    if map.len() <= LINEAR_LOOKUP_MAX {
+        return folded_hit.map(json_value);
     }
     map.iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))

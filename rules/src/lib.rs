@@ -28,11 +28,21 @@
 //!   lists of substrings).
 //! * **Prefilter**: for each rule the loader derives a necessary condition
 //!   "field F contains one of these literals" from its non-negated
-//!   selections. A [`Route`] (cached per logsource) holds one Aho-Corasick
-//!   automaton per such field; per event, one pass over each field tells
-//!   which rules can possibly match, and only those are evaluated. A test
-//!   checks over all SigmaHQ Windows rules and the shared EVTX samples that
-//!   this changes no result.
+//!   selections, and the set keeps one literal table per field (each
+//!   literal → the rules it unlocks). A [`Route`] (cached per logsource) is
+//!   a bitset of its rules plus the searchers to run: per field, the
+//!   set-wide searcher when the route needs most of the field's literals
+//!   (hits of other routes' rules are masked out), or a smaller one over
+//!   the literals it needs, shared by the routes needing the same ones.
+//!   Searchers are Teddy (SIMD, `aho_corasick::packed`) for up to 64
+//!   literals, run leftmost-longest and restarted after each match start
+//!   with the match's prefix literals added, so every literal that occurs
+//!   is reported; larger sets are overlapping Aho-Corasick automata (DFA up
+//!   to 400 literals, contiguous NFA above). Keyword literals are searched
+//!   value by value. Per event, one pass over each field tells which rules
+//!   can possibly match, and only those are evaluated. A test checks over
+//!   all SigmaHQ Windows rules and the shared EVTX samples that this
+//!   changes no result.
 //! * **Mappings**: [`EngineConfig`] carries placeholder values and field
 //!   renames applied at load ([`FieldMapping::macos_ecs`] for the Elastic
 //!   macOS events); [`windows`] normalizes EVTX records and routes them

@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use memchr::memmem;
 use regex::Regex;
 
@@ -128,12 +128,6 @@ enum Contains {
 /// searches.
 const AHO_CORASICK_MIN: usize = 4;
 
-/// Largest DFA (by [`dfa_size_estimate`]) for the `contains` needles of one
-/// item; larger sets get a contiguous NFA. The crate's own choice is a DFA
-/// for up to 100 needles, 10–100 KiB each: 1.3 MiB over the Linux rules,
-/// which these items only see on events that passed the prefilter.
-const ITEM_DFA_MAX_BYTES: usize = 32 * 1024;
-
 /// About the memory an Aho-Corasick DFA of `patterns` takes, from above:
 /// one state per pattern byte (fewer when prefixes are shared), each a row
 /// of 4-byte transitions, one per byte class rounded up to a power of two,
@@ -183,19 +177,33 @@ impl StrSet {
             }
         }
         set.contains = if finders.len() >= AHO_CORASICK_MIN {
-            let needles = || finders.iter().map(memmem::Finder::needle);
-            let kind = if dfa_size_estimate(needles()) <= ITEM_DFA_MAX_BYTES {
-                None
-            } else {
-                Some(aho_corasick::AhoCorasickKind::ContiguousNFA)
-            };
-            match AhoCorasick::builder().kind(kind).build(needles()) {
+            // A contiguous NFA, not the crate's default DFA for small sets:
+            // these run only on prefilter candidates, and across the
+            // thousands of rule values DFAs cost tens of megabytes.
+            match AhoCorasick::builder()
+                .kind(Some(AhoCorasickKind::ContiguousNFA))
+                .build(finders.iter().map(memmem::Finder::needle))
+            {
                 Ok(ac) => Contains::Many(ac),
                 Err(_) => Contains::Few(finders),
             }
         } else {
             Contains::Few(finders)
         };
+        // Pushing leaves room for four elements at least; across the tens
+        // of thousands of rule values that spare room is megabytes.
+        if let Contains::Few(f) = &mut set.contains {
+            f.shrink_to_fit();
+        }
+        for v in [
+            &mut set.exact,
+            &mut set.prefix,
+            &mut set.suffix,
+            &mut set.needles,
+        ] {
+            v.shrink_to_fit();
+        }
+        set.globs.shrink_to_fit();
         set
     }
 
@@ -279,6 +287,8 @@ impl AnyOf {
         if !cased.is_empty() {
             sets.push(StrSet::new(true, cased));
         }
+        sets.shrink_to_fit();
+        others.shrink_to_fit();
         AnyOf { sets, others }
     }
 
@@ -489,6 +499,8 @@ pub(crate) struct Scratch {
     keyword_raw: String,
     keyword_folded: String,
     keyword_spans: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    /// One value's text for [`Ctx::for_each_value_text`].
+    value_text: String,
     /// Bitset of the route's rules to evaluate for this event.
     pub(crate) candidates: Vec<u64>,
 }
@@ -592,11 +604,29 @@ impl Ctx<'_> {
         }
     }
 
-    /// The folded text of all the event's values (NUL-separated), built on
-    /// first use in an event.
-    pub(crate) fn keyword_text(&mut self) -> &str {
-        self.build_keyword_text();
-        &self.scratch.keyword_folded
+    /// Calls `f` with the folded text of each value of the event that is
+    /// at least `min_len` bytes long once folded, one value at a time in a
+    /// reused buffer: the prefilter's keyword search, without building the
+    /// joined keyword text.
+    pub(crate) fn for_each_folded_value(&mut self, min_len: usize, f: &mut dyn FnMut(&str)) {
+        let buf = &mut self.scratch.value_text;
+        self.event.for_each_value(&mut |v| {
+            buf.clear();
+            match v {
+                // Folding ASCII keeps the length: skip short values uncopied.
+                Value::Str(s) if s.is_ascii() && s.len() < min_len => return false,
+                Value::Str(s) => fold_into(s, buf),
+                Value::Null | Value::List(_) => return false,
+                other => {
+                    let _ = write!(buf, "{other}");
+                    buf.make_ascii_lowercase();
+                }
+            }
+            if buf.len() >= min_len {
+                f(buf);
+            }
+            false
+        });
     }
 
     fn build_keyword_text(&mut self) {

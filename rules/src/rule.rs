@@ -627,6 +627,7 @@ impl Compiler<'_> {
         if groups.is_empty() {
             return Err((place(None), ErrorKind::BadValue("empty detection".into())));
         }
+        groups.shrink_to_fit();
         Ok(Detection { groups })
     }
 

@@ -4,9 +4,9 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind};
+use aho_corasick::{packed, AhoCorasick, AhoCorasickKind, Span};
 
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -16,7 +16,7 @@ use crate::error::{ErrorKind, LoadError, Place, RuleError};
 use crate::event::Event;
 use crate::fxhash::FxHashMap;
 use crate::matcher::{Ctx, FieldId, Scratch};
-use crate::rule::{self, CompiledRule, FieldTable, Gate, RuleInfo, RuleLogSource};
+use crate::rule::{self, CompiledRule, FieldTable, RuleInfo, RuleLogSource};
 
 /// Where an event comes from. A rule sees an event only if each of the
 /// rule's `product`, `category` and `service` that is set equals the event's.
@@ -97,15 +97,18 @@ pub struct RuleSet {
     names: FxHashMap<Box<str>, u32>,
     /// (product, category, service) of rules → rule indices.
     index: HashMap<[u32; 3], Vec<u32>>,
-    /// Each rule's prefilter gate (see [`Route`]).
-    gates: Vec<Option<Gate>>,
+    /// Bit per rule: no prefilter literal, always evaluated.
+    ungated: Vec<u64>,
+    /// The prefilter, one literal set per gated field (slot 0: the
+    /// keyword text, slot `f + 1`: field `f`), shared by every route.
+    prefilter: Vec<FieldGate>,
     /// Correlation rules, evaluated by a [`Correlator`].
     correlations: Vec<Arc<CorrelationDef>>,
+    /// Prefilter automata built so far, shared by the routes.
+    automata: RwLock<FxHashMap<AutomatonKey, Option<Arc<Automaton>>>>,
     /// Routes built so far, keyed by interned logsources (names the set
     /// does not know collapse into one id, so the cache stays bounded).
     routes: RwLock<FxHashMap<Vec<[u32; 3]>, Arc<Route>>>,
-    /// Prefilter automata by literal list, shared by the routes.
-    automata: Mutex<HashMap<Vec<String>, AhoCorasick>>,
     /// Identifies the set a [`Route`] was built for.
     id: u64,
 }
@@ -116,7 +119,10 @@ static NEXT_SET_ID: AtomicU64 = AtomicU64::new(1);
 /// prefilter: for every rule with a necessary literal condition ("the folded
 /// `CommandLine` contains one of `/dev/tcp/`, ..."), one Aho-Corasick
 /// automaton per field finds in one pass which rules can possibly match;
-/// only those, and the rules without such a condition, are evaluated.
+/// only those, and the rules without such a condition, are evaluated. The
+/// automata belong to the rule set (one per field, over all its rules) and
+/// are shared by every route; a route is a bitset of its rules and the list
+/// of fields to scan.
 ///
 /// [`RuleSet::evaluate`] builds and caches routes itself; a caller with a
 /// fixed logsource can hold one from [`RuleSet::route`] and call
@@ -124,34 +130,131 @@ static NEXT_SET_ID: AtomicU64 = AtomicU64::new(1);
 #[derive(Debug)]
 pub struct Route {
     set_id: u64,
-    rules: Vec<u32>,
-    /// Bit per position in `rules`: evaluated whatever the prefilter says.
+    len: usize,
+    /// Bit per rule of the set: on this route.
+    member: Vec<u64>,
+    /// Bit per rule of the set: on this route and evaluated whatever the
+    /// prefilter says.
     ungated: Vec<u64>,
-    gates: Vec<FieldGate>,
+    /// The prefilter automata to run.
+    gates: Vec<Arc<Automaton>>,
 }
 
 impl Route {
     /// The number of rules on this route.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.rules.len()
+        self.len
     }
 
     /// Whether no rule applies.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.len == 0
     }
 }
 
+/// The prefilter literals of one field over the whole set.
 #[derive(Debug)]
 struct FieldGate {
     /// `None`: the keyword text (all values of the event).
     field: Option<FieldId>,
-    ac: AhoCorasick,
-    /// Per automaton pattern, the positions (in `Route::rules`) it unlocks.
-    unlocks: Vec<Vec<u32>>,
+    literals: Vec<Box<str>>,
+    /// Literal `p` unlocks the rules `unlocks[starts[p]..starts[p + 1]]`.
+    starts: Vec<u32>,
+    unlocks: Vec<u32>,
 }
+
+impl FieldGate {
+    fn unlocked(&self, literal: usize) -> &[u32] {
+        &self.unlocks[self.starts[literal] as usize..self.starts[literal + 1] as usize]
+    }
+}
+
+/// An automaton over some literals of one prefilter slot, shared by the
+/// routes that need the same literals.
+#[derive(Debug)]
+struct Automaton {
+    slot: u32,
+    ac: AhoCorasick,
+    /// The shortest pattern: shorter texts are not searched.
+    min_len: usize,
+    /// For a few patterns, a SIMD (Teddy) searcher that replaces `ac`.
+    packed: Option<Packed>,
+    /// Automaton pattern → literal of the slot; empty when the automaton
+    /// holds all of the slot's literals in order.
+    literal_of: Vec<u32>,
+}
+
+/// A leftmost-longest packed searcher restarted one byte after each match
+/// start finds, at every position where some pattern starts, the longest
+/// one there; every other pattern starting there is a prefix of it, so
+/// reporting those prefixes too gives every pattern that occurs, as an
+/// overlapping search would, at a fraction of its cost.
+#[derive(Debug)]
+struct Packed {
+    searcher: packed::Searcher,
+    /// Per pattern, the other patterns that are prefixes of it.
+    prefixes: Vec<Vec<u32>>,
+}
+
+/// Up to this many patterns, try a packed searcher (Teddy's own limit).
+const PACKED_MAX_PATTERNS: usize = 64;
+
+impl Packed {
+    fn new(patterns: &[&[u8]]) -> Option<Packed> {
+        if patterns.len() > PACKED_MAX_PATTERNS {
+            return None;
+        }
+        let mut config = packed::Config::new();
+        config.match_kind(packed::MatchKind::LeftmostLongest);
+        let mut builder = config.builder();
+        builder.extend(patterns);
+        let searcher = builder.build()?;
+        let prefixes = patterns
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                (0..patterns.len())
+                    .filter(|&j| j != i && p.starts_with(patterns[j]))
+                    .map(|j| u32::try_from(j).expect("at most 64 patterns"))
+                    .collect()
+            })
+            .collect();
+        Some(Packed { searcher, prefixes })
+    }
+}
+
+impl Automaton {
+    /// Calls `f` with every pattern that occurs in `text` (a pattern may be
+    /// reported more than once).
+    fn each_pattern(&self, text: &[u8], f: &mut impl FnMut(usize)) {
+        if text.len() < self.min_len {
+            return;
+        }
+        match &self.packed {
+            Some(p) => {
+                let mut at = 0;
+                while let Some(m) = p.searcher.find_in(text, Span::from(at..text.len())) {
+                    let id = m.pattern().as_usize();
+                    f(id);
+                    for &q in &p.prefixes[id] {
+                        f(q as usize);
+                    }
+                    at = m.start() + 1;
+                }
+            }
+            None => {
+                for m in self.ac.find_overlapping_iter(text) {
+                    f(m.pattern().as_usize());
+                }
+            }
+        }
+    }
+}
+
+/// Cache key of an [`Automaton`]: the slot and its literals (empty: all).
+type AutomatonKey = (u32, Vec<u32>);
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
@@ -330,75 +433,113 @@ impl RuleSet {
         }
         rules.sort_unstable();
         rules.dedup();
-        let mut ungated = vec![0u64; rules.len().div_ceil(64)];
-        // Per field: literal → automaton pattern, the literals, and the rule
-        // positions each pattern unlocks.
-        type Patterns = (HashMap<String, usize>, Vec<String>, Vec<Vec<u32>>);
-        let mut per_field: HashMap<Option<FieldId>, Patterns> = HashMap::new();
-        for (pos, &r) in rules.iter().enumerate() {
-            let pos32 = u32::try_from(pos).expect("fewer than 2^32 rules");
-            match &self.gates[r as usize] {
-                None => ungated[pos / 64] |= 1 << (pos % 64),
-                Some(gate) => {
-                    for (field, lit) in gate {
-                        let (ids, lits, unlocks) = per_field.entry(*field).or_default();
-                        let idx = *ids.entry(lit.clone()).or_insert_with(|| {
-                            lits.push(lit.clone());
-                            unlocks.push(Vec::new());
-                            lits.len() - 1
-                        });
-                        if unlocks[idx].last() != Some(&pos32) {
-                            unlocks[idx].push(pos32);
-                        }
-                    }
-                }
-            }
+        let mut member = vec![0u64; self.rules.len().div_ceil(64)];
+        for &r in &rules {
+            member[r as usize / 64] |= 1 << (r % 64);
         }
-        let mut fields: Vec<_> = per_field.into_iter().collect();
-        fields.sort_by_key(|(f, _)| f.map_or(-1, i64::from));
+        let mut ungated: Vec<u64> = member
+            .iter()
+            .zip(&self.ungated)
+            .map(|(m, u)| m & u)
+            .collect();
+        let on_route = |r: &u32| member[*r as usize / 64] & (1 << (r % 64)) != 0;
         let mut gates = Vec::new();
-        for (field, (_, lits, unlocks)) in fields {
-            match self.automaton(lits) {
-                Ok(ac) => gates.push(FieldGate { field, ac, unlocks }),
-                Err(_) => {
-                    // No automaton: evaluate those rules unconditionally.
-                    for p in unlocks.into_iter().flatten() {
-                        ungated[p as usize / 64] |= 1 << (p % 64);
+        for (slot, gate) in self.prefilter.iter().enumerate() {
+            let slot = u32::try_from(slot).expect("fewer than 2^32 fields");
+            let mut wanted: Vec<u32> = (0..gate.literals.len())
+                .filter(|&p| gate.unlocked(p).iter().any(on_route))
+                .map(|p| u32::try_from(p).expect("fewer than 2^32 literals"))
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            // A route that needs most of a field's literals shares the
+            // automaton of all of them (extra hits are masked out when
+            // evaluating); one that needs few gets a smaller, faster one,
+            // shared with the routes that need the same few.
+            if wanted.len() * 2 >= gate.literals.len() {
+                wanted.clear();
+            }
+            match self.automaton(slot, wanted.clone()) {
+                Some(ac) => gates.push(ac),
+                None => {
+                    let lits: Vec<usize> = if wanted.is_empty() {
+                        (0..gate.literals.len()).collect()
+                    } else {
+                        wanted.iter().map(|&p| p as usize).collect()
+                    };
+                    for p in lits {
+                        for &r in gate.unlocked(p).iter().filter(|r| on_route(r)) {
+                            ungated[r as usize / 64] |= 1 << (r % 64);
+                        }
                     }
                 }
             }
         }
         Route {
             set_id: self.id,
-            rules,
+            len: rules.len(),
+            member,
             ungated,
             gates,
         }
     }
 
-    /// The prefilter automaton of a literal list. Routes share one per list
-    /// (`AhoCorasick` clones share it): the rules that name only a product
-    /// (the Linux set's keyword rules) are on every route, and without this
-    /// each route built its own copy of their automaton.
-    fn automaton(&self, lits: Vec<String>) -> Result<AhoCorasick, aho_corasick::BuildError> {
-        let mut cache = self.automata.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(ac) = cache.get(&lits) {
-            return Ok(ac.clone());
+    /// The automaton over `literals` (empty: all) of prefilter `slot`,
+    /// built once; `None` if it could not be built.
+    fn automaton(&self, slot: u32, literals: Vec<u32>) -> Option<Arc<Automaton>> {
+        let key = (slot, literals);
+        if let Some(hit) = self
+            .automata
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return hit.clone();
         }
+        let gate = &self.prefilter[slot as usize];
+        let (slot, literal_of) = key;
+        let patterns: Vec<&[u8]> = if literal_of.is_empty() {
+            gate.literals.iter().map(|l| l.as_bytes()).collect()
+        } else {
+            literal_of
+                .iter()
+                .map(|&p| gate.literals[p as usize].as_bytes())
+                .collect()
+        };
         // A DFA searches fastest, but its size grows with the patterns:
-        // over the thousands of Windows process_creation literals it costs
-        // seconds to build and ~100 MB. Large sets get the crate's own
-        // choice (a contiguous NFA), and so does a set whose DFA could grow
-        // past DFA_MAX_BYTES (the Linux keyword literals: 145 of them made
-        // a 1.4 MB DFA, once per route; a 3 MB estimate).
-        let dfa = lits.len() <= DFA_MAX_PATTERNS
-            && crate::matcher::dfa_size_estimate(lits.iter().map(String::as_bytes))
-                <= DFA_MAX_BYTES;
-        let ac = AhoCorasick::builder()
-            .kind(dfa.then_some(AhoCorasickKind::DFA))
-            .build(&lits)?;
-        cache.insert(lits, ac.clone());
-        Ok(ac)
+        // over the thousands of Windows CommandLine literals it costs
+        // seconds to build and ~150 MB; large sets get a contiguous NFA, and
+        // so does a set whose DFA could grow past DFA_MAX_BYTES (the Linux
+        // keyword literals: 145 of them make a 1.4 MB DFA).
+        let kind = if patterns.len() <= DFA_MAX_PATTERNS
+            && crate::matcher::dfa_size_estimate(patterns.iter().copied()) <= DFA_MAX_BYTES
+        {
+            AhoCorasickKind::DFA
+        } else {
+            AhoCorasickKind::ContiguousNFA
+        };
+        let min_len = patterns.iter().map(|p| p.len()).min().unwrap_or(0);
+        let packed = Packed::new(&patterns);
+        let built = AhoCorasick::builder()
+            .kind(Some(kind))
+            .build(patterns)
+            .ok()
+            .map(|ac| {
+                Arc::new(Automaton {
+                    slot,
+                    ac,
+                    min_len,
+                    packed,
+                    literal_of: literal_of.clone(),
+                })
+            });
+        self.automata
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((slot, literal_of))
+            .or_insert(built)
+            .clone()
     }
 
     fn run_route(
@@ -417,26 +558,33 @@ impl RuleSet {
             names: &self.fields.names,
             scratch,
         };
-        for gate in &route.gates {
+        for auto in &route.gates {
+            let gate = &self.prefilter[auto.slot as usize];
+            // Rules of other routes are unlocked too and masked out below:
+            // cheaper than testing membership per hit.
             let mut unlock = |text: &str| {
-                for m in gate.ac.find_overlapping_iter(text) {
-                    for &p in &gate.unlocks[m.pattern().as_usize()] {
-                        bits[p as usize / 64] |= 1 << (p % 64);
+                auto.each_pattern(text.as_bytes(), &mut |p| {
+                    let literal = auto.literal_of.get(p).map_or(p, |&l| l as usize);
+                    for &r in gate.unlocked(literal) {
+                        bits[r as usize / 64] |= 1 << (r % 64);
                     }
-                }
+                });
             };
             match gate.field {
                 Some(f) => ctx.for_each_folded(f, &mut unlock),
-                None => unlock(ctx.keyword_text()),
+                // Value by value (a keyword matches within one value): no
+                // joined copy of the event unless a keyword rule is a
+                // candidate.
+                None => ctx.for_each_folded_value(auto.min_len, &mut unlock),
             }
         }
         let before = out.len();
-        for (w, &word) in bits.iter().enumerate() {
-            let mut word = word;
+        for (w, (&word, &member)) in bits.iter().zip(&route.member).enumerate() {
+            let mut word = word & member;
             while word != 0 {
                 let bit = word.trailing_zeros() as usize;
                 word &= word - 1;
-                let rule = &self.rules[route.rules[w * 64 + bit] as usize];
+                let rule = &self.rules[w * 64 + bit];
                 if rule.matches(&mut ctx) {
                     let mut fields = Vec::new();
                     rule.matched_fields(&mut ctx, &mut fields);
@@ -722,6 +870,67 @@ impl<'a> Builder<'a> {
         out
     }
 
+    /// The rules without a prefilter literal (bitset) and, per gated
+    /// field, the literals and the rules each one unlocks.
+    fn prefilter(&self) -> (Vec<u64>, Vec<FieldGate>) {
+        let n = self.rules.len();
+        let mut ungated = vec![0u64; n.div_ceil(64)];
+        // Per slot: literal → index, and (literal index, rule) pairs.
+        type Literals = (HashMap<String, u32>, Vec<Box<str>>, Vec<(u32, u32)>);
+        let mut per_slot: Vec<Literals> = Vec::new();
+        per_slot.resize_with(self.fields.names.len() + 1, Default::default);
+        for (i, r) in self.rules.iter().enumerate() {
+            let i32 = u32::try_from(i).expect("fewer than 2^32 rules");
+            let gate = if self.config.no_prefilter {
+                None
+            } else {
+                r.gate()
+            };
+            let Some(gate) = gate else {
+                ungated[i / 64] |= 1 << (i % 64);
+                continue;
+            };
+            for (field, lit) in gate {
+                let slot = field.map_or(0, |f| f as usize + 1);
+                let (ids, lits, pairs) = &mut per_slot[slot];
+                let next = u32::try_from(lits.len()).expect("fewer than 2^32 literals");
+                let idx = *ids.entry(lit).or_insert_with_key(|lit| {
+                    lits.push(lit.as_str().into());
+                    next
+                });
+                pairs.push((idx, i32));
+            }
+        }
+        let mut gates = Vec::new();
+        for (slot, (_, literals, mut pairs)) in per_slot.into_iter().enumerate() {
+            if literals.is_empty() {
+                continue;
+            }
+            pairs.sort_unstable();
+            pairs.dedup();
+            let mut starts = Vec::with_capacity(literals.len() + 1);
+            let mut unlocks = Vec::with_capacity(pairs.len());
+            for (lit, rule) in pairs {
+                while starts.len() <= lit as usize {
+                    starts.push(u32::try_from(unlocks.len()).expect("fewer than 2^32 pairs"));
+                }
+                unlocks.push(rule);
+            }
+            while starts.len() <= literals.len() {
+                starts.push(u32::try_from(unlocks.len()).expect("fewer than 2^32 pairs"));
+            }
+            gates.push(FieldGate {
+                field: slot
+                    .checked_sub(1)
+                    .map(|f| u32::try_from(f).expect("fewer than 2^32 fields")),
+                literals,
+                starts,
+                unlocks,
+            });
+        }
+        (ungated, gates)
+    }
+
     fn finish(mut self) -> Loaded {
         self.resolve_filters();
         let correlations = self.resolve_correlations();
@@ -735,11 +944,7 @@ impl<'a> Builder<'a> {
                 }
             }
         };
-        let gates = if self.config.no_prefilter {
-            vec![None; self.rules.len()]
-        } else {
-            self.rules.iter().map(CompiledRule::gate).collect()
-        };
+        let (ungated, prefilter) = self.prefilter();
         let mut index: HashMap<[u32; 3], Vec<u32>> = HashMap::new();
         for (i, r) in self.rules.iter().enumerate() {
             let RuleLogSource {
@@ -759,10 +964,11 @@ impl<'a> Builder<'a> {
                 fields: self.fields,
                 names,
                 index,
-                gates,
+                ungated,
+                prefilter,
                 correlations,
+                automata: RwLock::new(FxHashMap::default()),
                 routes: RwLock::new(FxHashMap::default()),
-                automata: Mutex::new(HashMap::new()),
                 id: NEXT_SET_ID.fetch_add(1, Ordering::Relaxed),
             },
             errors: self.errors,
@@ -790,4 +996,53 @@ fn merge(mut base: yaml_rust2::yaml::Hash, over: yaml_rust2::yaml::Hash) -> yaml
         base.insert(k, merged);
     }
     base
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The packed search (leftmost-longest, restarted after each match
+    /// start, prefixes added) must report exactly the patterns that occur.
+    fn check_packed(patterns: &[&[u8]], text: &[u8]) -> Result<(), TestCaseError> {
+        let Some(p) = Packed::new(patterns) else {
+            return Ok(()); // no SIMD here: the automaton is used instead
+        };
+        let auto = Automaton {
+            slot: 0,
+            ac: AhoCorasick::new(patterns).expect("small automaton"),
+            min_len: patterns.iter().map(|p| p.len()).min().unwrap_or(0),
+            packed: Some(p),
+            literal_of: Vec::new(),
+        };
+        let mut found = std::collections::BTreeSet::new();
+        auto.each_pattern(text, &mut |i| {
+            found.insert(i);
+        });
+        let want: std::collections::BTreeSet<usize> = (0..patterns.len())
+            .filter(|&i| text.windows(patterns[i].len()).any(|w| w == patterns[i]))
+            .collect();
+        prop_assert_eq!(found, want);
+        Ok(())
+    }
+
+    #[test]
+    fn packed_reports_overlapping_and_nested_patterns() {
+        let pats: [&[u8]; 5] = [b"ab", b"abc", b"bcd", b"c", b"abcdef"];
+        check_packed(&pats, b"xxabcdefxx").unwrap();
+        check_packed(&pats, b"abcab").unwrap();
+        check_packed(&pats, b"zzz").unwrap();
+    }
+
+    proptest! {
+        #[test]
+        fn packed_finds_what_occurs(
+            pats in prop::collection::btree_set("[abc]{1,4}", 1..20),
+            text in "[abcd]{0,80}",
+        ) {
+            let pats: Vec<&[u8]> = pats.iter().map(String::as_bytes).collect();
+            check_packed(&pats, text.as_bytes())?;
+        }
+    }
 }

@@ -268,11 +268,34 @@ fn sysmon_categories(eid: i64, event_type: Option<&str>) -> &'static [&'static s
 }
 
 fn event_id(ev: &Map<String, Json>) -> Option<i64> {
-    match ev.get("EventID")? {
+    event_id_of(ev.get("EventID")?)
+}
+
+fn event_id_of(v: &Json) -> Option<i64> {
+    match v {
         Json::Number(n) => n.as_i64(),
         Json::String(s) => s.trim().parse().ok(),
         _ => None,
     }
+}
+
+/// `Channel`, `EventID` and `EventType` of a normalized event. A normalized
+/// record has a few dozen keys at most: one pass comparing them is cheaper
+/// than three hashed lookups (serde_json's map hashes with SipHash).
+fn routing_fields(ev: &Map<String, Json>) -> [Option<&Json>; 3] {
+    if ev.len() > 32 {
+        return [ev.get("Channel"), ev.get("EventID"), ev.get("EventType")];
+    }
+    let mut out = [None; 3];
+    for (k, v) in ev {
+        match k.as_str() {
+            "Channel" => out[0] = Some(v),
+            "EventID" => out[1] = Some(v),
+            "EventType" => out[2] = Some(v),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Routes a normalized event (see [`normalize_evtx`]).
@@ -388,13 +411,14 @@ impl<'r> Router<'r> {
 
     /// Routes and evaluates one normalized event (see [`normalize_evtx`]).
     pub fn evaluate(&self, ev: &Map<String, Json>, out: &mut Vec<Match>) -> usize {
-        let channel = ev.get("Channel").and_then(Json::as_str).unwrap_or_default();
+        let [channel, eid, event_type] = routing_fields(ev);
+        let channel = channel.and_then(Json::as_str).unwrap_or_default();
         let ch = CHANNELS
             .iter()
             .position(|(c, _)| c.eq_ignore_ascii_case(channel))
             .unwrap_or(usize::MAX);
-        let eid = event_id(ev).unwrap_or(-1);
-        let class = match ev.get("EventType").and_then(Json::as_str) {
+        let eid = eid.and_then(event_id_of).unwrap_or(-1);
+        let class = match event_type.and_then(Json::as_str) {
             Some("CreateKey") => 1,
             Some("DeleteKey" | "DeleteValue") => 2,
             _ => 0,

@@ -187,19 +187,22 @@ fn picket_load(sources: Vec<(PathBuf, String)>) -> (RuleSet, usize) {
     (loaded.rules, loaded.errors.len())
 }
 
-/// `rss ENGINE EVENTS.jsonl N`: one engine alone, printing its peak RSS
-/// and the RSS just before its rules are loaded (events in the engine's
-/// input form and the rule texts already in memory).
+/// `rss ENGINE EVENTS.jsonl N`: one engine alone, printing its peak RSS,
+/// the RSS just before its rules are loaded (events in the engine's input
+/// form and the rule texts already in memory) and the RSS once they are
+/// loaded, before the first event.
 fn rss_child(engine: &str, events_path: &Path, n: usize) -> anyhow::Result<()> {
     let events = read_events(events_path)?;
     let mut matches = 0usize;
     let baseline;
+    let loaded;
     match engine {
         "picket" => {
             let sources = rule_sources()?;
             baseline = status_kib("VmRSS:");
             let (rules, _) = picket_load(sources);
             let router = windows::Router::new(&rules);
+            loaded = status_kib("VmRSS:");
             let mut out = Vec::new();
             for i in 0..n {
                 out.clear();
@@ -214,6 +217,7 @@ fn rss_child(engine: &str, events_path: &Path, n: usize) -> anyhow::Result<()> {
             baseline = status_kib("VmRSS:");
             let rs = rsigma_load(&sources);
             drop(sources);
+            loaded = status_kib("VmRSS:");
             for i in 0..n {
                 matches += rsigma_count_one(&rs.engine, &ev, i % len);
             }
@@ -221,7 +225,7 @@ fn rss_child(engine: &str, events_path: &Path, n: usize) -> anyhow::Result<()> {
         other => anyhow::bail!("unknown engine {other}"),
     }
     println!(
-        "{engine} baseline_kib={baseline} peak_kib={} matches={matches}",
+        "{engine} baseline_kib={baseline} loaded_kib={loaded} peak_kib={} matches={matches}",
         status_kib("VmHWM:")
     );
     Ok(())
@@ -374,10 +378,11 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or(0.0)
         };
         println!(
-            "peak RSS {engine}: {:.1} MiB (before loading rules, with the {} events and the rule texts in memory: {:.1} MiB; engine share {:.1} MiB){}",
+            "peak RSS {engine}: {:.1} MiB (before loading rules, with the {} events and the rule texts in memory: {:.1} MiB; rules loaded, before the first event: {:.1} MiB; engine share {:.1} MiB){}",
             kib("peak_kib=") / 1024.0,
             events.len(),
             kib("baseline_kib=") / 1024.0,
+            kib("loaded_kib=") / 1024.0,
             (kib("peak_kib=") - kib("baseline_kib=")) / 1024.0,
             if output.status.success() { String::new() } else { format!(" FAILED: {}", String::from_utf8_lossy(&output.stderr)) }
         );
