@@ -39,6 +39,8 @@
     reason = "a benchmark binary"
 )]
 
+mod common;
+
 use picket_appliance::bus::MAX_BATCH;
 use picket_appliance::detect::{logsource, Alert, Detector, RuleSlot, SigmaEvent};
 use picket_appliance::event::{Endpoints, Event, Kind, Process};
@@ -551,38 +553,9 @@ fn events() -> Vec<Event> {
     pool
 }
 
-fn rule_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    for p in picket_rules::files_with_extensions(dir, &picket_rules::RULE_EXTENSIONS).unwrap() {
-        let name = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
-        files.insert(name, std::fs::read(&p).unwrap());
-    }
-    files
-}
-
 /// The set a bundle of `dir` would install (plus the built-in rules).
 fn compile(dir: &Path) -> RuleSet {
-    let files = rule_files(dir);
-    match picket_appliance::bundles::compile(&files, &BTreeMap::new()) {
-        Ok(r) => r,
-        Err(errors) => {
-            // a bundle would be refused; the benchmark runs what compiles
-            let mut ignored = Vec::new();
-            let sources = picket_appliance::detect::BUILTIN_RULES
-                .iter()
-                .map(|(p, t)| (PathBuf::from(p), (*t).to_owned()))
-                .chain(
-                    files
-                        .iter()
-                        .map(|(n, b)| (PathBuf::from(n), String::from_utf8_lossy(b).into_owned())),
-                )
-                .collect();
-            let r =
-                picket_appliance::detect::compile_sources(sources, &BTreeMap::new(), &mut ignored);
-            eprintln!("{} rules left out: {}", errors.len(), errors.join("; "));
-            r
-        }
-    }
+    common::compile(&common::rule_files(dir))
 }
 
 fn status_kib(key: &str) -> u64 {

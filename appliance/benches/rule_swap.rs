@@ -31,6 +31,8 @@
     reason = "a benchmark binary"
 )]
 
+mod common;
+
 use picket_appliance::bus::MAX_BATCH;
 use picket_appliance::detect::{Alert, Detector, RuleSlot};
 use picket_appliance::event::Event;
@@ -83,34 +85,11 @@ fn rule_files(dir: Option<&Path>) -> BTreeMap<String, Vec<u8>> {
         );
         return files;
     };
-    for p in picket_rules::files_with_extensions(dir, &picket_rules::RULE_EXTENSIONS).unwrap() {
-        let name = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
-        files.insert(name, std::fs::read(&p).unwrap());
-    }
-    files
+    common::rule_files(dir)
 }
 
 fn compile(files: &BTreeMap<String, Vec<u8>>) -> RuleSet {
-    match picket_appliance::bundles::compile(files, &BTreeMap::new()) {
-        Ok(r) => r,
-        Err(errors) => {
-            // a bundle would be refused; the benchmark runs what compiles
-            let mut ignored = Vec::new();
-            let sources = picket_appliance::detect::BUILTIN_RULES
-                .iter()
-                .map(|(p, t)| (PathBuf::from(p), (*t).to_owned()))
-                .chain(
-                    files
-                        .iter()
-                        .map(|(n, b)| (PathBuf::from(n), String::from_utf8_lossy(b).into_owned())),
-                )
-                .collect();
-            let r =
-                picket_appliance::detect::compile_sources(sources, &BTreeMap::new(), &mut ignored);
-            eprintln!("{} rules left out: {}", errors.len(), errors.join("; "));
-            r
-        }
-    }
+    common::compile(files)
 }
 
 struct Stats(Vec<Duration>);

@@ -523,10 +523,14 @@ mod detector_tests {
     }
 
     fn set_with_rule(id: &str) -> RuleSet {
-        let rule = format!(
+        compiled(format!(
             "title: failed login\nid: {id}\nlogsource: {{product: linux, service: sshd}}\n\
              detection:\n  sel: {{Outcome: failure}}\n  condition: sel\n"
-        );
+        ))
+    }
+
+    /// One rule, compiled as a bundle's rules are.
+    fn compiled(rule: String) -> RuleSet {
         let mut errors = Vec::new();
         let rules = compile_sources(
             vec![(PathBuf::from("r.yml"), rule)],
@@ -562,18 +566,10 @@ mod detector_tests {
     #[test]
     fn kernel_events_are_evaluated_with_the_set_installed_last() {
         let set = |id: &str| {
-            let rule = format!(
+            compiled(format!(
                 "title: curl\nid: {id}\nlogsource: {{product: linux, category: process_creation}}\n\
                  detection:\n  sel: {{Image|endswith: /curl}}\n  condition: sel\n"
-            );
-            let mut errors = Vec::new();
-            let rules = compile_sources(
-                vec![(PathBuf::from("r.yml"), rule)],
-                &Default::default(),
-                &mut errors,
-            );
-            assert!(errors.is_empty(), "{errors:?}");
-            rules
+            ))
         };
         let exec: Event = serde_json::from_str(
             r#"{"time_ns":1,"module":"process","process":{"pid":2,"tid":2,"ppid":1,"uid":0,"gid":0,"euid":0,"egid":0,"image":"/usr/bin/curl","command_line":"curl x"},"kind":{"type":"process_exec","filename":"/usr/bin/curl","argv":["curl","x"]}}"#,

@@ -379,14 +379,8 @@ impl Conn {
     }
 }
 
-/// Enrolls an endpoint agent (`POST /api/v1/agents/enroll`) and returns
-/// `{"id", "hostname", "platform"}`.
-async fn enroll_agent(
-    api: &str,
-    bearer: &str,
-    hostname: &str,
-    platform: &str,
-) -> anyhow::Result<serde_json::Value> {
+/// A one-time enrollment token for `hostname`.
+async fn enrollment_token(api: &str, bearer: &str, hostname: &str) -> anyhow::Result<String> {
     let tok = json_call(
         api,
         "POST",
@@ -395,7 +389,18 @@ async fn enroll_agent(
         &serde_json::json!({ "label": format!("seed {hostname}"), "ttl_secs": 3600 }),
     )
     .await?;
-    let token = tok["token"].as_str().context("no token")?;
+    Ok(tok["token"].as_str().context("no token")?.to_owned())
+}
+
+/// Enrolls an endpoint agent (`POST /api/v1/agents/enroll`) and returns
+/// `{"id", "hostname", "platform"}`.
+async fn enroll_agent(
+    api: &str,
+    bearer: &str,
+    hostname: &str,
+    platform: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let token = enrollment_token(api, bearer, hostname).await?;
     let enrolled = json_call(
         api,
         "POST",
@@ -422,15 +427,7 @@ async fn enroll(
 ) -> anyhow::Result<Device> {
     let key = SigningKey::from_bytes(&seed);
     let id = DeviceId::from_public_key(&key.verifying_key());
-    let tok = json_call(
-        api,
-        "POST",
-        "/api/v1/enrollment-tokens",
-        Some(bearer),
-        &serde_json::json!({ "label": format!("seed {hostname}"), "ttl_secs": 3600 }),
-    )
-    .await?;
-    let token = tok["token"].as_str().context("no token")?.to_owned();
+    let token = enrollment_token(api, bearer, hostname).await?;
     let request = Message::EnrollRequest(EnrollRequest {
         token: BoundedStr::new(&token)?,
         public_key: key.verifying_key().to_bytes(),
