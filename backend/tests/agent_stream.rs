@@ -9,7 +9,8 @@
 //!
 //! Data: the shared EVTX set (`../shared/data/evtx`), the macOS dataset and
 //! SigmaHQ rules (`../shared/data/sigmahq/rules`); a test is skipped
-//! (passes with a note) when they are missing. `PICKET_AGENT_STREAM_EVTX`
+//! (passes with a note) when they are missing, except under `CI=true`,
+//! where it fails. `PICKET_AGENT_STREAM_EVTX`
 //! may name another EVTX folder or file.
 
 #![allow(
@@ -35,6 +36,21 @@ fn shared(rel: &str) -> PathBuf {
         .join(rel)
 }
 
+/// Without the shared data a test is skipped, except under `CI=true`,
+/// where that is a failure.
+fn skip(paths: &[&PathBuf]) {
+    let missing: Vec<String> = paths
+        .iter()
+        .filter(|p| !p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true and the shared data is missing: {missing:?}"
+    );
+    eprintln!("skipped: {missing:?} missing");
+}
+
 type Multiset = BTreeMap<(String, u64, String), usize>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,11 +59,7 @@ async fn stream_alerts_equal_hunt_hits() {
     let evtx =
         std::env::var_os("PICKET_AGENT_STREAM_EVTX").map_or_else(|| shared("evtx"), PathBuf::from);
     if !rules_dir.is_dir() || !evtx.exists() {
-        eprintln!(
-            "skipped: {} or {} missing",
-            rules_dir.display(),
-            evtx.display()
-        );
+        skip(&[&rules_dir, &evtx]);
         return;
     }
     let rd = rules_dir.clone();
@@ -316,11 +328,7 @@ async fn macos_dataset_streamed_as_ecs_raises_the_engines_alerts() {
     let rules_dir = shared("sigmahq/rules/macos");
     let data = shared("macos-attack-dataset");
     if !rules_dir.is_dir() || !data.is_dir() {
-        eprintln!(
-            "skipped: {} or {} missing",
-            rules_dir.display(),
-            data.display()
-        );
+        skip(&[&rules_dir, &data]);
         return;
     }
     let rd = rules_dir.clone();
@@ -434,7 +442,7 @@ async fn macos_dataset_streamed_as_ecs_raises_the_engines_alerts() {
 async fn eslogger_fixture_raises_the_documented_alerts() {
     let rules_dir = shared("sigmahq/rules/macos");
     if !rules_dir.is_dir() {
-        eprintln!("skipped: {} missing", rules_dir.display());
+        skip(&[&rules_dir]);
         return;
     }
     let rd = rules_dir.clone();
