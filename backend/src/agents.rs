@@ -175,18 +175,6 @@ fn stable_id(device: &str, seq: u64, line_no: u64, line: &str, rule_id: &str) ->
         })
 }
 
-/// A non-empty text field of a mapped event.
-pub(crate) fn text_field(
-    fields: &serde_json::Map<String, serde_json::Value>,
-    key: &str,
-) -> Option<String> {
-    fields
-        .get(key)
-        .and_then(serde_json::Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-}
-
 /// Maps and evaluates the lines of one message: the report (without alert
 /// ids) and the alerts to store. CPU only.
 fn evaluate(

@@ -57,7 +57,7 @@ use serde_json::{json, Map, Value as Json};
 use sha2::Digest as _;
 use tokio::sync::{broadcast, watch, Notify};
 
-use crate::agents::{level, text_field};
+use crate::agents::level;
 use crate::config::HuntsConfig;
 use crate::ingest::now_ms;
 
@@ -723,6 +723,10 @@ fn alert(
 ) -> NewAlert {
     let rule = &m.rule;
     let rule_id = rule.id.clone().unwrap_or_else(|| rule.title.clone());
+    // Under their Sigma names, as the rules saw the event.
+    let aliases = picket_rules::windows::route(fields).aliases;
+    let text =
+        |name: &str| picket_rules::windows::sigma_text(fields, aliases, name).map(str::to_owned);
     let mut h = sha2::Sha256::new();
     h.update(format!(
         "hunt\0{hunt_id}\0{file_index}\0{}\0{rule_id}\0{}",
@@ -747,10 +751,9 @@ fn alert(
         rule_id,
         rule_title: rule.title.clone(),
         techniques: rule.techniques.clone(),
-        // Security 4688 names the image `NewProcessName` (thor.yml's rename).
-        image: text_field(fields, "Image").or_else(|| text_field(fields, "NewProcessName")),
-        command_line: text_field(fields, "CommandLine"),
-        path: text_field(fields, "TargetFilename"),
+        image: text("Image"),
+        command_line: text("CommandLine"),
+        path: text("TargetFilename"),
         event: json!({
             "format": "evtx",
             "hunt_id": hunt_id,

@@ -85,6 +85,21 @@ pub struct Routing {
     pub aliases: Aliases,
 }
 
+/// A text field of a normalized event under its Sigma name: through
+/// `aliases` first (as rules see the event, e.g. `Image` of a Security 4688
+/// event is its `NewProcessName`), then the field itself; `None` when
+/// absent, empty or not a string.
+#[must_use]
+pub fn sigma_text<'a>(ev: &'a Map<String, Json>, aliases: Aliases, name: &str) -> Option<&'a str> {
+    aliases
+        .iter()
+        .find(|(from, _)| *from == name)
+        .and_then(|(_, to)| ev.get(*to))
+        .and_then(Json::as_str)
+        .or_else(|| ev.get(name).and_then(Json::as_str))
+        .filter(|s| !s.is_empty())
+}
+
 const SECURITY_4688: Aliases = &[
     ("Image", "NewProcessName"),
     ("ParentImage", "ParentProcessName"),
@@ -450,6 +465,26 @@ impl<'r> Router<'r> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sigma_text_reads_through_the_routings_aliases() {
+        let ev = serde_json::json!({
+            "Channel": "Security", "EventID": 4688,
+            "NewProcessName": "C:\\Windows\\System32\\cmd.exe", "CommandLine": "",
+        });
+        let ev = ev.as_object().unwrap();
+        let aliases = route(ev).aliases;
+        assert_eq!(
+            sigma_text(ev, aliases, "Image"),
+            Some("C:\\Windows\\System32\\cmd.exe")
+        );
+        assert_eq!(
+            sigma_text(ev, aliases, "NewProcessName"),
+            sigma_text(ev, aliases, "Image")
+        );
+        assert_eq!(sigma_text(ev, aliases, "CommandLine"), None, "empty");
+        assert_eq!(sigma_text(ev, &[], "Image"), None, "no alias, no field");
+    }
 
     #[test]
     fn normalizes_like_the_oracle() {

@@ -175,14 +175,7 @@ impl Mapped {
     /// when absent, empty or not a string.
     #[must_use]
     pub fn text(&self, name: &str) -> Option<&str> {
-        let via = self
-            .aliases
-            .iter()
-            .find(|(from, _)| *from == name)
-            .and_then(|(_, to)| self.fields.get(*to))
-            .and_then(Json::as_str);
-        via.or_else(|| self.fields.get(name).and_then(Json::as_str))
-            .filter(|s| !s.is_empty())
+        picket_rules::windows::sigma_text(&self.fields, self.aliases, name)
     }
 }
 
