@@ -234,33 +234,27 @@ async fn enroll_and_stream_over_tls_with_the_fleet_ca() {
     let ca = b.dir.path().join(picket_backend::pki::CA_CERT_FILE);
     let url = format!("https://127.0.0.1:{}", b.started.http.port());
 
-    // Without the fleet CA as trust anchor: refused by the client.
-    let (u, s) = (url.clone(), b.dir.path().join("untrusted.secret"));
-    let e = tokio::task::spawn_blocking(move || {
-        picket_cli::agent::enroll(&u, "unused", "h", "macos", "1", &s, None)
-    })
-    .await
-    .unwrap()
-    .unwrap_err();
-    assert!(
-        matches!(e, picket_cli::agent::AgentCmdError::Transport { .. }),
-        "{e}"
-    );
-    // Plain HTTP to the TLS listener does not get an answer either.
-    let (u, s) = (
-        format!("http://127.0.0.1:{}", b.started.http.port()),
-        b.dir.path().join("plain.secret"),
-    );
-    let e = tokio::task::spawn_blocking(move || {
-        picket_cli::agent::enroll(&u, "unused", "h", "macos", "1", &s, None)
-    })
-    .await
-    .unwrap()
-    .unwrap_err();
-    assert!(
-        matches!(e, picket_cli::agent::AgentCmdError::Transport { .. }),
-        "{e}"
-    );
+    // Without the fleet CA as trust anchor: refused by the client. Plain
+    // HTTP to the TLS listener does not get an answer either.
+    for (u, file) in [
+        (url.clone(), "untrusted.secret"),
+        (
+            format!("http://127.0.0.1:{}", b.started.http.port()),
+            "plain.secret",
+        ),
+    ] {
+        let s = b.dir.path().join(file);
+        let e = tokio::task::spawn_blocking(move || {
+            picket_cli::agent::enroll(&u, "unused", "h", "macos", "1", &s, None)
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+        assert!(
+            matches!(e, picket_cli::agent::AgentCmdError::Transport { .. }),
+            "{file}: {e}"
+        );
+    }
 
     let secret = enroll(&b, &url, Some(ca.clone()), "macos").await;
     let lines = b.dir.path().join("events.jsonl");
