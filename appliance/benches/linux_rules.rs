@@ -58,26 +58,6 @@ const BENIGN: usize = 4_000;
 /// Events the RSS child evaluates.
 const RSS_EVENTS: usize = 200_000;
 
-fn demo_events() -> Vec<Event> {
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/attacks.jsonl");
-    let auth = [
-        "Nov 28 21:00:01 gw sshd[813]: Failed password for invalid user admin from 198.51.100.2 port 4242 ssh2",
-        "Nov 28 21:00:02 gw sshd[814]: Accepted publickey for ops from 192.0.2.7 port 51514 ssh2: ED25519 SHA256:x",
-        "Nov 28 21:00:03 gw sudo:      ops : TTY=pts/0 ; PWD=/home/ops ; USER=root ; COMMAND=/usr/bin/id",
-        "Nov 28 21:00:04 gw sshd[815]: pam_unix(sshd:session): session opened for user ops(uid=1000) by (uid=0)",
-    ];
-    let mut out = Vec::new();
-    let text = std::fs::read_to_string(&demo).unwrap();
-    for (i, l) in text.lines().enumerate() {
-        out.push(serde_json::from_str(l).unwrap());
-        if i % 3 == 2 {
-            let line = auth[(i / 3) % auth.len()];
-            out.push(picket_appliance::auth::parse_line(line).unwrap().to_event());
-        }
-    }
-    out
-}
-
 /// A small deterministic generator (xorshift), so every run replays the
 /// same pool.
 struct Rng(u64);
@@ -548,7 +528,7 @@ fn benign_events(n: usize) -> Vec<Event> {
 }
 
 fn events() -> Vec<Event> {
-    let mut pool = demo_events();
+    let mut pool = common::demo_events();
     pool.extend(benign_events(BENIGN));
     pool
 }

@@ -43,27 +43,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 fn events() -> Vec<Event> {
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/attacks.jsonl");
-    let mut process = Vec::new();
-    for l in std::fs::read_to_string(&demo).unwrap().lines() {
-        let e: Event = serde_json::from_str(l).unwrap();
-        process.push(e);
-    }
-    let auth = [
-        "Nov 28 21:00:01 gw sshd[813]: Failed password for invalid user admin from 198.51.100.2 port 4242 ssh2",
-        "Nov 28 21:00:02 gw sshd[814]: Accepted publickey for ops from 192.0.2.7 port 51514 ssh2: ED25519 SHA256:x",
-        "Nov 28 21:00:03 gw sudo:      ops : TTY=pts/0 ; PWD=/home/ops ; USER=root ; COMMAND=/usr/bin/id",
-        "Nov 28 21:00:04 gw sshd[815]: pam_unix(sshd:session): session opened for user ops(uid=1000) by (uid=0)",
-    ];
-    // one auth line after every three kernel events
-    let mut out = Vec::new();
-    for (i, e) in process.into_iter().enumerate() {
-        out.push(e);
-        if i % 3 == 2 {
-            let line = auth[(i / 3) % auth.len()];
-            out.push(picket_appliance::auth::parse_line(line).unwrap().to_event());
-        }
-    }
+    let mut out = common::demo_events();
     // the pause is measured on a process_exec first
     let exec = out
         .iter()
