@@ -825,7 +825,7 @@ impl RolloutEngine {
             // Bundles are for appliances (picketd over MQTT); Windows and
             // macOS agents are evaluated at the backend with its agent rules
             // and would never acknowledge.
-            .filter(|d| picket_api::platform(d) == "linux")
+            .filter(|d| d.platform == picket_store::model::PLATFORM_LINUX)
             .filter(|d| {
                 let g: Vec<&str> = groups
                     .get(&d.id)

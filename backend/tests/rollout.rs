@@ -155,10 +155,12 @@ async fn a_healthy_rollout_goes_through_every_stage_and_completes() {
         .await
         .unwrap();
     store
-        .record_heartbeat(
-            &"ab".repeat(16),
-            picket_api::platform_heartbeat("windows", "1.0.0", 1),
-        )
+        .insert_agent(&picket_store::model::AgentRecord {
+            device_id: "ab".repeat(16),
+            platform: "windows".into(),
+            secret_hash: "00".repeat(32),
+            created_ms: 1,
+        })
         .await
         .unwrap();
     let fleet = &b.started.fleet;

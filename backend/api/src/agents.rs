@@ -164,10 +164,9 @@ pub(crate) async fn enroll(
     ))
 }
 
-/// The heartbeat agent enrollment records so the inventory shows the
-/// platform ([`crate::platform`] reads it back).
-#[must_use]
-pub fn platform_heartbeat(platform: &str, agent_version: &str, now: i64) -> HeartbeatInfo {
+/// The heartbeat enrollment records: the agent's version, and its platform
+/// as its one module.
+fn platform_heartbeat(platform: &str, agent_version: &str, now: i64) -> HeartbeatInfo {
     HeartbeatInfo {
         seq: 0,
         sent_at_ms: now,

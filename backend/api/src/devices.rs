@@ -10,39 +10,20 @@ use crate::now_ms;
 use crate::params::hex_id;
 use crate::state::AppState;
 
-/// A device as the API shows it: the stored device plus `online` and
-/// `platform`.
+/// A device as the API shows it: the stored device (with its platform)
+/// plus `online`.
 #[derive(Debug, Serialize)]
 pub(crate) struct DeviceView {
     #[serde(flatten)]
     device: Device,
     online: bool,
-    platform: String,
 }
 
 impl DeviceView {
     fn new(state: &AppState, device: Device) -> Self {
         let online = is_online(&device, now_ms(), state.ctx.config.offline_after);
-        let platform = platform(&device).to_owned();
-        Self {
-            device,
-            online,
-            platform,
-        }
+        Self { device, online }
     }
-}
-
-/// The device's platform: `windows` or `macos` for an endpoint agent (its
-/// enrollment records a heartbeat whose `agent` module state is the
-/// platform, `docs/AGENT-STREAM.md`), `linux` for an appliance (picketd
-/// reports its sensor modules, never an `agent` module).
-#[must_use]
-pub fn platform(device: &Device) -> &str {
-    device
-        .heartbeat
-        .as_ref()
-        .and_then(|hb| hb.modules.iter().find(|m| m.name == "agent"))
-        .map_or("linux", |m| m.state.as_str())
 }
 
 /// Whether a device counts as online at `now_ms`: not revoked and seen

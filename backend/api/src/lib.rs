@@ -120,10 +120,10 @@ mod rules;
 mod state;
 mod stream;
 
-pub use agents::{platform_heartbeat, AgentStreamLimits, AGENT_MESSAGE_LIMIT};
+pub use agents::{AgentStreamLimits, AGENT_MESSAGE_LIMIT};
 pub use alerts::{DEFAULT_LIMIT as DEFAULT_ALERT_LIMIT, MAX_LIMIT as MAX_ALERT_LIMIT};
 pub use auth::{create_user, hash_password, verify_password, CSRF_HEADER, SESSION_COOKIE};
-pub use devices::{is_online, platform};
+pub use devices::is_online;
 pub use error::ApiError;
 pub use fleet::ENROLL_BODY_LIMIT;
 pub use hunts::{HuntUpload, HuntUploads, DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT};

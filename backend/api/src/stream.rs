@@ -107,15 +107,6 @@ impl Filter {
 
 fn render(ev: &LiveEvent) -> Option<String> {
     let mut v = serde_json::to_value(ev).ok()?;
-    if let LiveEvent::Device { device, .. } = ev {
-        // As `GET /api/v1/devices` shows it: with its platform.
-        if let Some(d) = v.get_mut("device").and_then(|d| d.as_object_mut()) {
-            d.insert(
-                "platform".into(),
-                crate::devices::platform(device).to_owned().into(),
-            );
-        }
-    }
     if let LiveEvent::Alert(a) = ev {
         let author = a.alert.event.get("rule_author").cloned();
         if let Some(obj) = v.as_object_mut() {

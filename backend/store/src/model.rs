@@ -325,6 +325,18 @@ pub struct Device {
     pub last_alert_seq: u64,
     /// The latest heartbeat.
     pub heartbeat: Option<HeartbeatInfo>,
+    /// [`PLATFORM_LINUX`] for an appliance (picketd), else the platform an
+    /// endpoint agent enrolled with (`windows`, `macos`: the `agents`
+    /// table).
+    #[serde(default = "linux")]
+    pub platform: String,
+}
+
+/// The platform of appliances: picketd runs on Linux gateways.
+pub const PLATFORM_LINUX: &str = "linux";
+
+fn linux() -> String {
+    PLATFORM_LINUX.to_owned()
 }
 
 /// What enrollment records.

@@ -22,6 +22,7 @@ use crate::model::{
     AgentRecord, Alert, AlertFilter, AlertId, AlertPage, AlertUpdate, AuditEntry, AuditFilter,
     CountBucket, Cursor, Device, DeviceId, EnrollmentToken, HeartbeatInfo, HeartbeatOutcome,
     NewAlert, NewDevice, Note, RetentionReport, Role, Session, StoreStats, TokenRefusal, User,
+    PLATFORM_LINUX,
 };
 use crate::query::{self, AlertIn, Dialect, Param, RawAlert, RawDevice, ALERT_COLUMNS};
 use crate::{InsertReport, Store, StoreError};
@@ -416,7 +417,8 @@ fn raw_alert(r: &Row) -> Result<RawAlert, tokio_postgres::Error> {
 }
 
 const DEVICE_SELECT: &str = "SELECT id, hostname, public_key, cert_serial, enrolled_ms, \
-     revoked_ms, last_seen_ms, last_alert_seq, heartbeat::text FROM devices";
+     revoked_ms, last_seen_ms, last_alert_seq, heartbeat::text, \
+     (SELECT platform FROM agents WHERE agents.device_id = devices.id) FROM devices";
 
 fn raw_device(r: &Row) -> Result<RawDevice, tokio_postgres::Error> {
     Ok(RawDevice {
@@ -429,6 +431,7 @@ fn raw_device(r: &Row) -> Result<RawDevice, tokio_postgres::Error> {
         last_seen_ms: r.try_get(6)?,
         last_alert_seq: r.try_get(7)?,
         heartbeat: r.try_get(8)?,
+        platform: r.try_get(9)?,
     })
 }
 
@@ -590,6 +593,7 @@ impl Store for PgStore {
                 last_seen_ms: None,
                 last_alert_seq: 0,
                 heartbeat: None,
+                platform: PLATFORM_LINUX.to_owned(),
             }),
             Err(e) if is_unique(&e) => Err(StoreError::Conflict {
                 what: "device",

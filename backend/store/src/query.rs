@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 
 use crate::model::{
     Alert, AlertFilter, AlertSource, AlertStatus, Cursor, Device, HeartbeatInfo, Level, NewAlert,
+    PLATFORM_LINUX,
 };
 use crate::StoreError;
 
@@ -820,11 +821,15 @@ pub(crate) struct RawDevice {
     pub last_seen_ms: Option<i64>,
     pub last_alert_seq: i64,
     pub heartbeat: Option<String>,
+    /// The agent's platform (`agents` table), `None` for an appliance.
+    pub platform: Option<String>,
 }
 
-/// The device columns every device query selects, in [`RawDevice`] order.
+/// The device columns every device query selects (`FROM devices`), in
+/// [`RawDevice`] order.
 pub(crate) const DEVICE_COLUMNS: &str = "id, hostname, public_key, cert_serial, enrolled_ms, \
-     revoked_ms, last_seen_ms, last_alert_seq, heartbeat";
+     revoked_ms, last_seen_ms, last_alert_seq, heartbeat, \
+     (SELECT platform FROM agents WHERE agents.device_id = devices.id)";
 
 impl RawDevice {
     pub(crate) fn decode(self, op: &str) -> Result<Device, StoreError> {
@@ -851,6 +856,7 @@ impl RawDevice {
             last_seen_ms: self.last_seen_ms,
             last_alert_seq,
             heartbeat,
+            platform: self.platform.unwrap_or_else(|| PLATFORM_LINUX.to_owned()),
         })
     }
 }

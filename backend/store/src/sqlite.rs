@@ -23,6 +23,7 @@ use crate::model::{
     AgentRecord, Alert, AlertFilter, AlertId, AlertPage, AlertUpdate, AuditEntry, AuditFilter,
     CountBucket, Cursor, Device, DeviceId, EnrollmentToken, HeartbeatInfo, HeartbeatOutcome,
     NewAlert, NewDevice, Note, RetentionReport, Role, Session, StoreStats, TokenRefusal, User,
+    PLATFORM_LINUX,
 };
 use crate::query::{
     self, AlertIn, Dialect, Param, RawAlert, RawDevice, ALERT_COLUMNS, DEVICE_COLUMNS,
@@ -599,6 +600,7 @@ fn raw_device(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawDevice> {
         last_seen_ms: r.get(6)?,
         last_alert_seq: r.get(7)?,
         heartbeat: r.get(8)?,
+        platform: r.get(9)?,
     })
 }
 
@@ -1033,6 +1035,7 @@ impl Store for SqliteStore {
                     last_seen_ms: None,
                     last_alert_seq: 0,
                     heartbeat: None,
+                    platform: PLATFORM_LINUX.to_owned(),
                 }),
                 Err(e) if is_constraint(&e) => Err(StoreError::Conflict {
                     what: "device",

@@ -1969,7 +1969,11 @@ async fn bundles_rollouts_and_device_states(h: &Harness) {
 async fn agents_by_secret(h: &Harness) {
     let s = &*h.store;
     let dev = device(1);
-    s.insert_device(dev.clone()).await.expect("device");
+    let inserted = s.insert_device(dev.clone()).await.expect("device");
+    assert_eq!(
+        inserted.platform, "linux",
+        "a device without an agent record"
+    );
     let rec = picket_store::model::AgentRecord {
         device_id: dev.id.clone(),
         platform: "windows".into(),
@@ -1977,6 +1981,23 @@ async fn agents_by_secret(h: &Harness) {
         created_ms: 1_000,
     };
     s.insert_agent(&rec).await.expect("insert");
+    // The device now reads as the agent's platform, one by one and listed.
+    assert_eq!(
+        s.device(&dev.id)
+            .await
+            .expect("get")
+            .expect("stored")
+            .platform,
+        "windows"
+    );
+    let listed = s.devices().await.expect("devices");
+    assert_eq!(
+        listed
+            .iter()
+            .find(|d| d.id == dev.id)
+            .map(|d| d.platform.as_str()),
+        Some("windows")
+    );
     assert_eq!(
         s.agent_by_secret(&rec.secret_hash).await.expect("get"),
         Some(rec.clone())

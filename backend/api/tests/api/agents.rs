@@ -59,7 +59,7 @@ async fn enroll_answers_a_secret_once_and_records_the_platform() {
         (id.as_str(), "windows")
     );
 
-    // The inventory shows it, with its platform in the heartbeat modules.
+    // The inventory shows it, with its platform and version.
     let viewer = app.login_as("v", Role::Viewer).await;
     let d = app
         .get(&format!("/api/v1/devices/{id}"), &viewer)
