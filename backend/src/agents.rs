@@ -109,18 +109,9 @@ pub struct AgentStreams {
 
 /// Random 32-hex alert ids, one `getrandom` call for all of them.
 fn random_ids(n: usize) -> Vec<String> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut bytes = vec![0u8; 16 * n];
     let _ = getrandom::fill(&mut bytes);
-    bytes
-        .chunks_exact(16)
-        .map(|id| {
-            id.iter()
-                .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
-                .map(char::from)
-                .collect()
-        })
-        .collect()
+    bytes.chunks_exact(16).map(crate::hex).collect()
 }
 
 pub(crate) fn level(l: Option<picket_rules::Level>) -> Level {
@@ -167,12 +158,7 @@ fn stable_id(device: &str, seq: u64, line_no: u64, line: &str, rule_id: &str) ->
         h.update((part.len() as u64).to_be_bytes());
         h.update(part);
     }
-    h.finalize()[..16]
-        .iter()
-        .fold(String::with_capacity(32), |mut s, x| {
-            let _ = write!(s, "{x:02x}");
-            s
-        })
+    crate::hex(&h.finalize()[..16])
 }
 
 /// Maps and evaluates the lines of one message: the report (without alert

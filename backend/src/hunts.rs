@@ -37,7 +37,6 @@
 //! and files.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -733,12 +732,7 @@ fn alert(
         meta.record_id,
         rule.path.display()
     ));
-    let id = h.finalize()[..16]
-        .iter()
-        .fold(String::with_capacity(32), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        });
+    let id = crate::hex(&h.finalize()[..16]);
     NewAlert {
         id,
         // Uploaded logs come from no enrolled device.

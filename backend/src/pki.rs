@@ -369,12 +369,7 @@ fn normalize_serial(s: &str) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    use fmt::Write as _;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    normalize_serial(&out)
+    normalize_serial(&crate::hex(bytes))
 }
 
 fn common_name<'a>(cert: &'a x509_parser::certificate::X509Certificate<'_>) -> Option<&'a str> {

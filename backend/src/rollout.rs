@@ -194,15 +194,6 @@ pub struct RolloutTasks {
     state_writes: mpsc::UnboundedReceiver<DeviceBundleState>,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        s.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-    }
-    s
-}
-
 fn now_unix() -> u64 {
     u64::try_from(now_ms() / 1000).unwrap_or(0)
 }
@@ -497,7 +488,7 @@ impl RolloutEngine {
         }
         let stored = StoredBundle {
             version: manifest.version,
-            sha256: hex(&sha2::Sha256::digest(bytes)),
+            sha256: crate::hex(&sha2::Sha256::digest(bytes)),
             size: bytes.len() as u64,
             created_unix: manifest.created_unix,
             expires_unix: manifest.expires_unix,
